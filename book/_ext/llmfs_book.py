@@ -1,0 +1,75 @@
+"""Sphinx extension: never serve lesson outputs computed with an older version of the package.
+
+myst-nb's cache mode keys each executed notebook on the text of its own code cells. That is not
+enough here: a lesson that calls ``BPETokenizer.train`` must be re-executed when the *package*
+changes, even if the lesson's cells did not. Two things make that happen:
+
+1. The jupyter-cache lives in a folder named after a hash of the package's source
+   (``_build/.jupyter_cache/pkg-<hash>``), so a changed package finds an empty cache and every
+   lesson re-executes; an unchanged package finds its cached outputs and nothing executes.
+2. The hash is also a Sphinx config value that invalidates the environment, so Sphinx re-reads
+   every page (re-reading is what triggers execution); otherwise Sphinx would see unchanged
+   ``.md`` files and reuse the pickled pages with their old outputs.
+
+Only the few most recent caches are kept, so switching between two versions of the package
+(say, two branches) stays fast without the build folder growing without bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+KEEP_CACHES = 3
+SOURCE_SUFFIXES = {".py", ".json", ".toml", ".txt"}
+
+
+def package_source_hash(*roots: Path) -> str:
+    """SHA-256 over the relative paths and bytes of every source file under ``roots``."""
+    digest = hashlib.sha256()
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"llmfs_package_dirs: {root} does not exist")
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for file in files:
+            if file.is_file() and file.suffix in SOURCE_SUFFIXES and "__pycache__" not in file.parts:
+                digest.update(file.relative_to(root.parent).as_posix().encode() + b"\0")
+                digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _key_cache_on_package(app: Sphinx, config: Config) -> None:
+    confdir = Path(app.confdir)
+    roots = [(confdir / d).resolve() for d in config.llmfs_package_dirs]
+    source_hash = package_source_hash(*roots)
+    config.llmfs_package_hash = source_hash
+
+    base = config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache"
+    base = Path(base)
+    if not base.is_absolute():
+        base = confdir / base
+    cache = base / f"pkg-{source_hash[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    cache.touch()  # mark as most recently used
+    config.nb_execution_cache_path = str(cache)
+
+    stale = sorted(base.glob("pkg-*"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_CACHES:]
+    for old in stale:
+        shutil.rmtree(old, ignore_errors=True)
+    logger.info(f"llmfs: package source hash {source_hash[:16]}, jupyter-cache at {cache}")
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_config_value("llmfs_package_dirs", ["code/llm_from_scratch"], "env", [list])
+    # rebuild="env": when the hash changes, Sphinx re-reads (and so re-executes) every page.
+    app.add_config_value("llmfs_package_hash", "", "env", [str])
+    # Run before myst-nb turns the Sphinx config into its own (at builder-inited).
+    app.connect("config-inited", _key_cache_on_package, priority=100)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
