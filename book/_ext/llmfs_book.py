@@ -39,7 +39,9 @@ def package_source_hash(*roots: Path) -> str:
             raise FileNotFoundError(f"llmfs_package_dirs: {root} does not exist")
         files = [root] if root.is_file() else sorted(root.rglob("*"))
         for file in files:
-            if file.is_file() and file.suffix in SOURCE_SUFFIXES and "__pycache__" not in file.parts:
+            if "__pycache__" in file.parts or file.suffix not in SOURCE_SUFFIXES:
+                continue
+            if file.is_file():
                 digest.update(file.relative_to(root.parent).as_posix().encode() + b"\0")
                 digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()

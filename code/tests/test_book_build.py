@@ -1,0 +1,135 @@
+"""The book's build configuration, checked by building small books with it.
+
+These tests copy the real ``_config.yml`` and Sphinx extension into a temporary book, so they
+prove what the real build does: a lesson with a failing cell (or one that makes Sphinx warn)
+fails the build, and a change to the package re-executes lessons instead of serving stale
+cached outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+
+pytestmark = pytest.mark.slow
+
+LESSON_HEADER = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A lesson
+
+"""
+
+
+def code_cell(source: str) -> str:
+    return f"```{{code-cell}} ipython3\n{textwrap.dedent(source).strip()}\n```\n\n"
+
+
+def make_book(root: Path, lesson: str) -> Path:
+    """A one-lesson book with the project's real configuration and a toy package ``toypkg``."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = (REPO / "_config.yml").read_text()
+    config = config.replace("- code/llm_from_scratch", "- toypkg")
+    assert "- toypkg" in config, "the book config no longer names llmfs_package_dirs"
+    (root / "_config.yml").write_text(config)
+    for sub in ("_ext", "_static"):
+        shutil.copytree(REPO / "book" / sub, root / "book" / sub)
+    shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
+    (root / "book" / "intro.md").write_text("# Intro\n\nA test book.\n")
+    (root / "lessons").mkdir()
+    (root / "lessons" / "L01_Test.md").write_text(lesson)
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: lessons/L01_Test\n"
+    )
+    (root / "toypkg").mkdir()
+    (root / "toypkg" / "__init__.py").write_text("VALUE = 1\n")
+    return root
+
+
+def build(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}  # the lesson's kernel imports toypkg
+    return subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(root), "--warningiserror", "--keep-going"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def lesson_html(root: Path) -> str:
+    return (root / "_build" / "html" / "lessons" / "L01_Test.html").read_text()
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    lesson = LESSON_HEADER + code_cell("x = 1") + code_cell("raise RuntimeError('boom-42')")
+    result = build(make_book(tmp_path / "book", lesson))
+    assert result.returncode != 0
+    assert "boom-42" in result.stdout + result.stderr
+
+
+def test_a_warning_fails_the_build(tmp_path):
+    # A glue reference to a name no cell defines makes Sphinx warn; the build must not pass.
+    lesson = LESSON_HEADER + code_cell("x = 1") + "The answer is {glue:text}`undefined_name`.\n"
+    result = build(make_book(tmp_path / "book", lesson))
+    assert result.returncode != 0
+    assert "undefined_name" in result.stdout + result.stderr
+
+
+def test_a_good_lesson_builds_and_shows_its_outputs(tmp_path):
+    lesson = LESSON_HEADER + code_cell("print('sum =', sum(range(10)))")
+    root = make_book(tmp_path / "book", lesson)
+    result = build(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "sum = 45" in lesson_html(root)
+
+
+def test_changing_the_package_re_executes_lessons(tmp_path):
+    lesson = LESSON_HEADER + code_cell("import toypkg\nprint(f'VALUE={toypkg.VALUE}')")
+    root = make_book(tmp_path / "book", lesson)
+
+    first = build(root)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Executing notebook" in first.stdout
+    assert "VALUE=1" in lesson_html(root)
+
+    # Nothing changed: the cached outputs are used, nothing executes.
+    second = build(root)
+    assert second.returncode == 0
+    assert "Executing notebook" not in second.stdout
+
+    # The package changed but the lesson did not: the lesson must execute again.
+    (root / "toypkg" / "__init__.py").write_text("VALUE = 2\n")
+    third = build(root)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "Executing notebook" in third.stdout
+    html = lesson_html(root)
+    assert "VALUE=2" in html and "VALUE=1" not in html
+
+    # Back to the first version: its cache is still there, so nothing executes.
+    (root / "toypkg" / "__init__.py").write_text("VALUE = 1\n")
+    fourth = build(root)
+    assert fourth.returncode == 0
+    assert "Executing notebook" not in fourth.stdout
+    assert "VALUE=1" in lesson_html(root)
+    caches = sorted(p.name for p in (root / "_build" / ".jupyter_cache").glob("pkg-*"))
+    assert len(caches) == 2 and all(re.fullmatch(r"pkg-[0-9a-f]{16}", c) for c in caches)
