@@ -56,10 +56,12 @@ def test_lesson_meets_the_checklist(lesson: Path):
     assert re.search(r"^## Learning objectives", text, re.M), "no learning objectives"
     assert re.search(r"^## Summary", text, re.M), "no summary"
     assert re.search(r"^## References", text, re.M), "no references section"
-    assert "{cite" in text, "no citation into the bibliography"
+    assert "{footcite" in text and "{footbibliography}" in text, "no references cited"
     assert "{glue:" in text and "glue(" in text, "no numbers glued into the prose"
     assert "show_source(" in text, "the lesson does not show the package's real source"
     assert len(re.findall(r"^```\{glue:figure\}", text, re.M)) >= 2, "fewer than two figures"
     assert len(re.findall(r"^### Exercise", text, re.M)) >= 3, "fewer than three exercises"
-    assert len(re.findall(r"\{dropdown\} Solution", text)) >= 3, "solutions must be hidden"
+    solutions = len(re.findall(r"\{dropdown\} Solution", text))
+    solutions += len(re.findall(r'code_prompt_show: "Show solution"', text))
+    assert solutions >= 3, "fewer than three hidden solutions"
     assert not re.search(r"^\s*(from|import)\s+L\d\d", text, re.M), "imports another lesson"
