@@ -6,9 +6,9 @@ and from GPT-2's files), Hugging Face `tokenizers`, and hard-coded GPT-2 ids.
 
 from __future__ import annotations
 
+import doctest
 import inspect
 import json
-import os
 import shutil
 import textwrap
 import time
@@ -24,6 +24,8 @@ from tiktoken_ext import openai_public
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from llm_from_scratch import tokenizer as tokenizer_module
+from llm_from_scratch.data import tiny_shakespeare
 from llm_from_scratch.tokenizer import (
     GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
@@ -45,13 +47,7 @@ UNICODE_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
 
 @pytest.fixture(scope="module")
 def shakespeare() -> str:
-    try:
-        from llm_from_scratch.data import tiny_shakespeare
-
-        return tiny_shakespeare()
-    except (ImportError, OSError, ValueError):
-        path = Path(os.environ.get("LLMFS_DATA_DIR", "/work/shared/data")) / "tinyshakespeare.txt"
-        return path.read_text(encoding="utf-8")
+    return tiny_shakespeare()
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +120,8 @@ TEXT_NAMES = [*STATIC_TEXTS, "shakespeare_start", "shakespeare_val"]
 
 @pytest.fixture(scope="module")
 def varied(shakespeare: str) -> dict[str, str]:
-    n = int(0.9 * len(shakespeare))
-    passages = {"shakespeare_start": shakespeare[:5000], "shakespeare_val": shakespeare[n:][:30_000]}
-    return STATIC_TEXTS | passages
+    val = shakespeare[int(0.9 * len(shakespeare)) :]
+    return STATIC_TEXTS | {"shakespeare_start": shakespeare[:5000], "shakespeare_val": val[:30_000]}
 
 
 # ---- trained BPE vs tiktoken ------------------------------------------------------------
@@ -553,3 +548,31 @@ def test_char_tokenizer_save_load(tmp_path: Path) -> None:
     BPETokenizer().save(tmp_path / "bpe.json")
     with pytest.raises(ValueError, match="'char'"):
         CharTokenizer.load(tmp_path / "bpe.json")
+
+
+def test_docstring_examples() -> None:
+    # The lesson shows these docstrings; make sure their examples are true.
+    results = doctest.testmod(tokenizer_module)
+    assert results.attempted > 10 and results.failed == 0
+
+
+def test_with_vocab_size_is_a_prefix_of_training(train_text):
+    small_text = train_text[:30_000]
+    big = BPETokenizer().train(small_text, vocab_size=400)
+    small = BPETokenizer().train(small_text, vocab_size=300)
+    cut = big.with_vocab_size(300)
+    assert cut.merges == small.merges
+    assert cut.encode(small_text[:5000]) == small.encode(small_text[:5000])
+    assert big.with_vocab_size(256).encode("hi") == [104, 105]
+    with pytest.raises(ValueError, match="from 256 to 400"):
+        big.with_vocab_size(401)
+    # GPT-2's byte tokens keep their (non 0..255) ids; compare with tiktoken on the same ranks.
+    gpt2_small = BPETokenizer.gpt2().with_vocab_size(1000)
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(*map(str, reversed(gpt2_files())))
+    reference = tiktoken.Encoding(
+        name="gpt2-first-1000",
+        pat_str=GPT2_SPLIT_PATTERN,
+        mergeable_ranks={token: rank for token, rank in ranks.items() if rank < 1000},
+        special_tokens={},
+    )
+    assert gpt2_small.encode(small_text[:5000]) == reference.encode(small_text[:5000])
