@@ -56,7 +56,7 @@ def test_lesson_meets_the_checklist(lesson: Path):
     assert re.search(r"^## Learning objectives", text, re.M), "no learning objectives"
     assert re.search(r"^## Summary", text, re.M), "no summary"
     assert re.search(r"^## References", text, re.M), "no references section"
-    assert "{footcite" in text and "{footbibliography}" in text, "no references cited"
+    assert "{cite" in text, "no citation into the book's bibliography"
     assert "{glue:" in text and "glue(" in text, "no numbers glued into the prose"
     assert "show_source(" in text, "the lesson does not show the package's real source"
     assert len(re.findall(r"^```\{glue:figure\}", text, re.M)) >= 2, "fewer than two figures"
