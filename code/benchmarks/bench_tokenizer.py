@@ -23,6 +23,7 @@ import tiktoken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers, trainers
 
+from llm_from_scratch.data import tiny_shakespeare, train_val_split
 from llm_from_scratch.tokenizer import BPETokenizer
 
 VOCAB_SIZE = 1024
@@ -31,15 +32,8 @@ NAIVE_VOCAB_SIZE = 400
 
 
 def load_train_text() -> str:
-    """Tiny Shakespeare's train split, from llm_from_scratch.data when it is available."""
-    try:
-        from llm_from_scratch.data import tiny_shakespeare, train_val_split
-
-        return train_val_split(tiny_shakespeare())[0]
-    except (ImportError, OSError, ValueError):
-        path = Path(os.environ.get("LLMFS_DATA_DIR", "/work/shared/data")) / "tinyshakespeare.txt"
-        text = path.read_text(encoding="utf-8")
-        return text[: int(0.9 * len(text))]
+    """Tiny Shakespeare's train split, the text every lesson trains on."""
+    return train_val_split(tiny_shakespeare())[0]
 
 
 def best_of(runs: int, fn: Callable[[], object], setup: Callable[[], object] = lambda: None):
