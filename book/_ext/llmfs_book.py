@@ -4,9 +4,11 @@ myst-nb's cache mode keys each executed notebook on the text of its own code cel
 enough here: a lesson that calls ``BPETokenizer.train`` must be re-executed when the *package*
 changes, even if the lesson's cells did not. Two things make that happen:
 
-1. The jupyter-cache lives in a folder named after a hash of the package's source
-   (``_build/.jupyter_cache/pkg-<hash>``), so a changed package finds an empty cache and every
-   lesson re-executes; an unchanged package finds its cached outputs and nothing executes.
+1. The jupyter-cache lives in a folder named after a hash of the package's source and of
+   ``requirements.txt`` (``_build/.jupyter_cache/pkg-<hash>``; the paths hashed are the
+   ``llmfs_package_dirs`` setting in ``_config.yml``), so a changed package finds an empty
+   cache and every lesson re-executes; an unchanged package finds its cached outputs and
+   nothing executes.
 2. The hash is also a Sphinx config value that invalidates the environment, so Sphinx re-reads
    every page (re-reading is what triggers execution); otherwise Sphinx would see unchanged
    ``.md`` files and reuse the pickled pages with their old outputs.

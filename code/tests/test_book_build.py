@@ -54,6 +54,7 @@ def make_book(root: Path, lesson: str) -> Path:
     for sub in ("_ext", "_static"):
         shutil.copytree(REPO / "book" / sub, root / "book" / sub)
     shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
+    shutil.copy(REPO / "requirements.txt", root / "requirements.txt")
     (root / "book" / "intro.md").write_text("# Intro\n\nA test book.\n")
     (root / "lessons").mkdir()
     (root / "lessons" / "L01_Test.md").write_text(lesson)
