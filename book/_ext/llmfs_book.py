@@ -30,18 +30,21 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 KEEP_CACHES = 3
-SOURCE_SUFFIXES = {".py", ".json", ".toml", ".txt"}
+# Build by-products that say nothing about the code. Everything else counts, data files
+# included, so generated artifacts (trained models) must live outside these folders.
+IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
+IGNORED_SUFFIXES = {".pyc", ".pyo"}
 
 
 def package_source_hash(*roots: Path) -> str:
-    """SHA-256 over the relative paths and bytes of every source file under ``roots``."""
+    """SHA-256 over the relative paths and bytes of every file under ``roots``."""
     digest = hashlib.sha256()
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"llmfs_package_dirs: {root} does not exist")
         files = [root] if root.is_file() else sorted(root.rglob("*"))
         for file in files:
-            if "__pycache__" in file.parts or file.suffix not in SOURCE_SUFFIXES:
+            if IGNORED_PARTS.intersection(file.parts) or file.suffix in IGNORED_SUFFIXES:
                 continue
             if file.is_file():
                 digest.update(file.relative_to(root.parent).as_posix().encode() + b"\0")

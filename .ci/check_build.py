@@ -1,0 +1,55 @@
+"""Checks on a finished cold build that Sphinx itself cannot make.
+
+Usage: python .ci/check_build.py BUILD_LOG
+
+- every lesson in lessons/ was executed in this build, within its time budget;
+- every lesson produced its page (a lesson missing from _toc.yml would silently not);
+- every figure a lesson glues is an image on its page, not the text "<Figure size ...>"
+  that matplotlib leaves when figures cannot be rendered.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+LESSON_BUDGET_SECONDS = 60.0  # per lesson, on the 2-core build machine (issues #2, #3)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(log_path: str) -> int:
+    log = Path(log_path).read_text(errors="replace")
+    executed = {
+        Path(path).stem: float(seconds)
+        for path, seconds in re.findall(r"(\S+\.md): Executed notebook in ([\d.]+) seconds", log)
+    }
+    problems = []
+    for lesson in sorted((REPO / "lessons").glob("L*.md")):
+        name = lesson.stem
+        seconds = executed.get(name)
+        if seconds is None:
+            problems.append(f"{name}: not executed in this build")
+        elif seconds > LESSON_BUDGET_SECONDS:
+            problems.append(f"{name}: executed in {seconds:.1f} s > {LESSON_BUDGET_SECONDS:.0f} s")
+        page = REPO / "_build" / "html" / "lessons" / f"{name}.html"
+        if not page.is_file():
+            problems.append(f"{name}: page {page} was not built")
+            continue
+        html = page.read_text()
+        figures = len(re.findall(r"^```\{glue:figure\}", lesson.read_text(), re.M))
+        images = len(re.findall(r"<img [^>]*src=\"[^\"]+\.png\"", html))
+        if "&lt;Figure size" in html:
+            problems.append(f"{name}: a figure was rendered as text, not as an image")
+        if images < figures:
+            problems.append(f"{name}: {figures} glued figures but only {images} images on the page")
+        status = f"executed in {seconds:.1f} s" if seconds is not None else "not executed"
+        print(f"{name}: {status}, {images} images for {figures} glued figures")
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
