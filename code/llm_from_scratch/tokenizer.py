@@ -14,9 +14,9 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import importlib.util
-import hashlib
 import json
 import operator
 import os
