@@ -5,11 +5,14 @@ Usage: python .ci/check_build.py BUILD_LOG
 - every lesson in lessons/ was executed in this build, within its time budget;
 - every lesson produced its page (a lesson missing from _toc.yml would silently not);
 - every figure a lesson glues is an image on its page, not the text "<Figure size ...>"
-  that matplotlib leaves when figures cannot be rendered.
+  that matplotlib leaves when figures cannot be rendered;
+- a learner running the lesson in Jupyter sees the figures too (glue(..., display=False)
+  alone hides them there): the executed notebook has a visible image for each.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -44,6 +47,15 @@ def main(log_path: str) -> int:
             problems.append(f"{name}: a figure was rendered as text, not as an image")
         if images < figures:
             problems.append(f"{name}: {figures} glued figures but only {images} images on the page")
+        notebook = REPO / "_build" / "jupyter_execute" / "lessons" / f"{name}.ipynb"
+        outputs = [
+            output
+            for cell in json.loads(notebook.read_text())["cells"]
+            for output in cell.get("outputs", [])
+        ]
+        visible = sum("image/png" in output.get("data", {}) for output in outputs)
+        if visible < figures:
+            problems.append(f"{name}: the notebook shows {visible} images for {figures} figures")
         status = f"executed in {seconds:.1f} s" if seconds is not None else "not executed"
         print(f"{name}: {status}, {images} images for {figures} glued figures")
     for problem in problems:
