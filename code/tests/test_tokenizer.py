@@ -25,7 +25,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
 from llm_from_scratch import tokenizer as tokenizer_module
-from llm_from_scratch.data import tiny_shakespeare
+from llm_from_scratch.data import tiny_shakespeare, train_val_split
 from llm_from_scratch.tokenizer import (
     GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
@@ -52,7 +52,7 @@ def shakespeare() -> str:
 
 @pytest.fixture(scope="module")
 def train_text(shakespeare: str) -> str:
-    return shakespeare[: int(0.9 * len(shakespeare))]
+    return train_val_split(shakespeare)[0]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ TEXT_NAMES = [*STATIC_TEXTS, "shakespeare_start", "shakespeare_val"]
 
 @pytest.fixture(scope="module")
 def varied(shakespeare: str) -> dict[str, str]:
-    val = shakespeare[int(0.9 * len(shakespeare)) :]
+    val = train_val_split(shakespeare)[1]
     return STATIC_TEXTS | {"shakespeare_start": shakespeare[:5000], "shakespeare_val": val[:30_000]}
 
 
