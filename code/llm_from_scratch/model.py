@@ -1,0 +1,252 @@
+"""The language models of the book: a bigram table and the GPT (Lessons 2–7).
+
+:class:`GPT` is built from the components of Lessons 2–6. Its defaults are GPT-2's design;
+the switches in :class:`GPTConfig` (``ffwd``, ``residual``, ``norm``, ``prenorm``, ``causal``,
+``pos_encoding``) turn single pieces off so that each lesson can train the model *without* its
+new piece and measure what that piece is worth (the book's loss progression).
+
+>>> import torch
+>>> config = GPTConfig(vocab_size=65, block_size=8, n_layer=2, n_head=4, n_embd=32)
+>>> ids = torch.zeros(1, 8, dtype=torch.long)
+>>> logits, loss = GPT(config)(ids, ids)
+>>> logits.shape
+torch.Size([1, 8, 65])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_from_scratch.blocks import Block
+from llm_from_scratch.embeddings import sinusoidal_positions
+from llm_from_scratch.norm import make_norm
+
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
+
+
+@dataclass
+class GPTConfig:
+    """Everything that fixes a GPT's shape. Defaults: GPT-2 design at a CPU-sized scale."""
+
+    vocab_size: int = 65
+    block_size: int = 64  # the longest context the model can see
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    n_kv_head: int | None = None  # None: one key/value head per query head (no GQA)
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    pos_encoding: str = "learned"  # "learned" (GPT-2), "sinusoidal", "rope" or "none"
+    ffwd: bool = True  # the feed-forward network in each block
+    residual: bool = True  # residual connections around attention and feed-forward
+    norm: str | None = "layernorm"  # "layernorm", "rmsnorm" or None
+    prenorm: bool = True  # normalize before each sub-layer (GPT-2) or after (original)
+    causal: bool = True  # the causal mask; False lets positions see the future (Lesson 6)
+    tie_weights: bool = True  # the output layer shares the token embedding matrix (GPT-2)
+    init_std: float = 0.02  # std of the normal initialisation of weights (GPT-2: 0.02)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
+                f"n_embd // n_head channels, so choose n_head among the divisors of n_embd"
+            )
+        kv = self.n_head if self.n_kv_head is None else self.n_kv_head
+        if kv <= 0 or self.n_head % kv:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={kv}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(
+                f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}"
+            )
+        if self.norm not in ("layernorm", "rmsnorm", None):
+            raise ValueError(f"norm must be 'layernorm', 'rmsnorm' or None, got {self.norm!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_ids(idx: torch.Tensor, vocab_size: int, block_size: int | None) -> None:
+    if idx.dim() != 2:
+        raise ValueError(f"expected token ids of shape (B, T), got {tuple(idx.shape)}")
+    if idx.dtype not in (torch.long, torch.int32, torch.int64):
+        raise TypeError(f"token ids must be integers (torch.long), got {idx.dtype}")
+    if block_size is not None and idx.size(1) > block_size:
+        raise ValueError(
+            f"sequence length {idx.size(1)} exceeds block_size={block_size}; crop the input to "
+            f"its last {block_size} tokens (generate() does this for you)"
+        )
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}); got ids from {int(idx.min())} to "
+            f"{int(idx.max())}. Was the text encoded with a different tokenizer?"
+        )
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+    if targets is None:
+        return None
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not match ids {tuple(logits.shape[:-1])}"
+        )
+    # Mean negative log-likelihood per token, in nats; targets of -100 are ignored (padding).
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+    )
+
+
+class LanguageModel(nn.Module):
+    """Shared by the book's models: sampling from next-token distributions."""
+
+    vocab_size: int
+    block_size: int | None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens to each row of ``idx`` ``(B, T)``.
+
+        Each step feeds the last ``block_size`` tokens, divides the final logits by
+        ``temperature`` and samples (from the ``top_k`` most likely tokens, if given).
+        Lesson 9 makes this fast with a KV cache.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        _check_ids(idx, self.vocab_size, None)
+        was_training = self.training
+        self.eval()
+        for _ in range(max_new_tokens):
+            context = idx if self.block_size is None else idx[:, -self.block_size :]
+            logits, _ = self(context)
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat((idx, next_id), dim=1)
+        self.train(was_training)
+        return idx
+
+
+class BigramLanguageModel(LanguageModel):
+    """The simplest language model: the next token depends only on the current one.
+
+    A ``(V, V)`` table of logits, read by embedding lookup (Lesson 2).
+
+    >>> model = BigramLanguageModel(vocab_size=5)
+    >>> model(torch.tensor([[0, 1, 2]]))[0].shape
+    torch.Size([1, 3, 5])
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        if vocab_size <= 0:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        self.vocab_size, self.block_size = vocab_size, None
+        self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        _check_ids(idx, self.vocab_size, None)
+        logits = self.token_embedding(idx)  # (B, T, V): row idx of the table
+        return logits, _loss(logits, targets)
+
+
+class GPT(LanguageModel):
+    """A GPT: embeddings, ``n_layer`` transformer blocks, a final norm and a language-model head.
+
+    >>> model = GPT(GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    >>> sum(p.numel() for p in model.parameters())
+    4480
+    """
+
+    pos_table: torch.Tensor | None
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size, self.block_size = config.vocab_size, config.block_size
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # token embeddings
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos_encoding == "learned" else None
+        pos_table = (
+            sinusoidal_positions(c.block_size, c.n_embd) if c.pos_encoding == "sinusoidal" else None
+        )
+        self.register_buffer("pos_table", pos_table, persistent=False)
+        self.drop = nn.Dropout(c.dropout)
+        self.h = nn.ModuleList(
+            Block(
+                c.n_embd,
+                c.n_head,
+                c.block_size,
+                c.n_kv_head,
+                c.bias,
+                c.dropout,
+                c.causal,
+                rope=c.pos_encoding == "rope",
+                ffwd=c.ffwd,
+                residual=c.residual,
+                norm=c.norm,
+                prenorm=c.prenorm,
+            )
+            for _ in range(c.n_layer)
+        )
+        # Pre-norm leaves the residual stream un-normalized, so one last norm before the head.
+        self.ln_f = make_norm(c.norm, c.n_embd, c.bias) if c.prenorm else nn.Identity()
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_weights:
+            # Weight tying (Press & Wolf, 2017): reading a token in and writing it out share one
+            # matrix; fewer parameters and, for small models, a better loss.
+            self.lm_head.weight = self.wte.weight
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=c.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        # GPT-2: each residual branch's output projection starts smaller, by 1/sqrt(2 * n_layer),
+        # so the residual stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=c.init_std / math.sqrt(2 * c.n_layer))
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, T, vocab_size)`` for ids ``(B, T)``, and the loss if ``targets`` given."""
+        _check_ids(idx, self.vocab_size, self.block_size)
+        T = idx.size(1)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        elif self.pos_table is not None:
+            x = x + self.pos_table[:T]
+        x = self.drop(x)
+        for block in self.h:
+            x = block(x, padding_mask=padding_mask)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, _loss(logits, targets)

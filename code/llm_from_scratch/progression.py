@@ -1,0 +1,197 @@
+"""The book's loss progression: one model per lesson, each adding one idea, trained alike.
+
+Every row is trained by :func:`llm_from_scratch.train.train` with the same character-level
+tokenizer, the same 90/10 split of Tiny Shakespeare, the same steps, learning rate and seed
+(:data:`PROGRESSION_TRAIN`); only the model changes. Each row's validation loss is in nats per
+character, so it compares with the well-known anchors of from-scratch GPT tutorials (bigram
+≈ 2.5 down to ≈ 2.1 for a small transformer). Results are cached on disk
+(:mod:`llm_from_scratch.artifacts`), so a later lesson shows the whole table without retraining.
+
+>>> from llm_from_scratch.progression import ROWS
+>>> [row.key for row in ROWS][:2]
+['bigram', 'self_attention']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from llm_from_scratch.artifacts import cached
+from llm_from_scratch.data import TINY_SHAKESPEARE_SHA256, tiny_shakespeare, train_val_split
+from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig, LanguageModel
+from llm_from_scratch.tokenizer import CharTokenizer
+from llm_from_scratch.train import TrainConfig, TrainResult, train
+
+#: How every row is trained. CPU-sized: a few seconds per row on a 2-core laptop.
+PROGRESSION_TRAIN = TrainConfig(
+    block_size=8,
+    batch_size=32,
+    max_steps=1500,
+    learning_rate=1e-2,
+    eval_interval=100,
+    eval_batches=10,
+)
+
+#: The model every attention row starts from. GPT-2 initialises weights with std 0.02, a size
+#: chosen for n_embd = 768; at n_embd = 32 it leaves the shallow early rows (no residual path)
+#: with vanishing signals, so the progression uses 0.1, close to PyTorch's default at this width.
+#: No weight tying, as in the classic ablation.
+BASE = GPTConfig(
+    vocab_size=65, block_size=8, n_layer=1, n_head=4, n_embd=32, init_std=0.1, tie_weights=False
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the progression: what it adds, which lesson trains it, its published anchor."""
+
+    key: str
+    label: str
+    lesson: str
+    anchor: float  # validation loss reported by the classic GPU tutorials, nats per character
+    config: GPTConfig | None  # None: the bigram model
+
+
+ROWS: tuple[Row, ...] = (
+    Row("bigram", "Bigram (lookup table)", "L03", 2.5, None),
+    Row(
+        "self_attention",
+        "+ self-attention (1 head)",
+        "L03",
+        2.4,
+        dataclasses.replace(BASE, n_head=1, ffwd=False, residual=False, norm=None),
+    ),
+    Row(
+        "multi_head",
+        "+ multi-head (4 heads)",
+        "L04",
+        2.3,
+        dataclasses.replace(BASE, ffwd=False, residual=False, norm=None),
+    ),
+    Row(
+        "feed_forward",
+        "+ feed-forward",
+        "L05",
+        2.24,
+        dataclasses.replace(BASE, residual=False, norm=None),
+    ),
+    Row(
+        "residual_layernorm",
+        "+ residual & LayerNorm (3 blocks)",
+        "L05",
+        2.1,
+        dataclasses.replace(BASE, n_layer=3),
+    ),
+)
+
+
+def row(key: str) -> Row:
+    """The row called ``key`` (see :data:`ROWS`)."""
+    for r in ROWS:
+        if r.key == key:
+            return r
+    raise KeyError(f"no progression row {key!r}; rows are {[r.key for r in ROWS]}")
+
+
+@lru_cache(maxsize=1)
+def char_data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+    """The character tokenizer of Tiny Shakespeare and its train and validation ids."""
+    text = tiny_shakespeare()
+    tokenizer = CharTokenizer.from_text(text)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    train_ids, val_ids = train_val_split(ids)
+    return tokenizer, train_ids, val_ids
+
+
+def build_model(config: GPTConfig | None, vocab_size: int, seed: int) -> LanguageModel:
+    """A freshly initialised model (seeded); ``None`` means the bigram model."""
+    torch.manual_seed(seed)
+    if config is None:
+        return BigramLanguageModel(vocab_size)
+    return GPT(dataclasses.replace(config, vocab_size=vocab_size))
+
+
+@dataclass
+class Experiment:
+    """A trained model with its result; ``from_cache`` says whether it was loaded, not trained."""
+
+    name: str
+    model: LanguageModel
+    result: TrainResult
+    from_cache: bool
+
+
+def run_experiment(
+    name: str,
+    config: GPTConfig | None,
+    train_config: TrainConfig = PROGRESSION_TRAIN,
+    progress: bool = True,
+) -> Experiment:
+    """Train ``config`` on character-level Tiny Shakespeare, or load it if already trained."""
+    tokenizer, train_ids, val_ids = char_data()
+    if config is not None and config.block_size < train_config.block_size:
+        raise ValueError(
+            f"the model's block_size={config.block_size} is shorter than the training windows "
+            f"(block_size={train_config.block_size})"
+        )
+    spec = {
+        "model": None if config is None else config.to_dict(),
+        "train": train_config.to_dict(),
+        "data": TINY_SHAKESPEARE_SHA256,
+        "tokenizer": "char",
+    }
+
+    def compute() -> tuple[dict, dict]:
+        model = build_model(config, tokenizer.vocab_size, train_config.seed)
+        result = train(model, train_ids, val_ids, train_config, progress=progress, description=name)
+        return result.to_dict(), model.state_dict()
+
+    artifact = cached(f"progression-{name}", spec, compute)
+    model = build_model(config, tokenizer.vocab_size, train_config.seed)
+    model.load_state_dict(artifact.state_dict)
+    model.eval()
+    return Experiment(name, model, TrainResult(**artifact.info), artifact.from_cache)
+
+
+def progression_row(key: str, progress: bool = True) -> Experiment:
+    """Train (or load) the row ``key`` of the loss progression."""
+    r = row(key)
+    return run_experiment(r.key, r.config, PROGRESSION_TRAIN, progress=progress)
+
+
+def progression_table(keys: list[str] | None = None, progress: bool = True) -> list[dict]:
+    """Rows ``keys`` (default: all) as dicts: label, lesson, parameters, losses, anchor, time."""
+    table = []
+    for key in keys or [r.key for r in ROWS]:
+        r, exp = row(key), progression_row(key, progress=progress)
+        table.append(
+            {
+                "key": r.key,
+                "model": r.label,
+                "lesson": r.lesson,
+                "parameters": exp.result.n_params,
+                "train_loss": exp.result.train_loss,
+                "val_loss": exp.result.val_loss,
+                "anchor": r.anchor,
+                "seconds": exp.result.seconds,
+            }
+        )
+    return table
+
+
+def markdown_table(table: list[dict]) -> str:
+    """A Markdown table of :func:`progression_table` rows, for ``IPython.display.Markdown``."""
+    lines = [
+        "| Model | Lesson | Parameters | Train loss | Validation loss | Anchor (GPU tutorials) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['model']} | {t['lesson']} | {t['parameters']:,} | {t['train_loss']:.3f} "
+            f"| **{t['val_loss']:.3f}** | {t['anchor']:.2f} |"
+        )
+    return "\n".join(lines)
