@@ -7,7 +7,8 @@ Usage: python .ci/check_build.py BUILD_LOG
 - every figure a lesson glues is an image on its page, not the text "<Figure size ...>"
   that matplotlib leaves when figures cannot be rendered;
 - a learner running the lesson in Jupyter sees the figures too (glue(..., display=False)
-  alone hides them there): the executed notebook has a visible image for each.
+  alone hides them there): the executed notebook has a visible image for each;
+- no cell printed a warning to stderr, even where the page hides stderr (progress bars).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def main(log_path: str) -> int:
             for output in cell.get("outputs", [])
         ]
         visible = sum("image/png" in output.get("data", {}) for output in outputs)
+        # Progress bars go to stderr and a lesson may hide them from the page (remove-stderr),
+        # but a warning must not hide there: the executed notebook still has every output.
+        for output in outputs:
+            text = "".join(output.get("text", "")) if output.get("name") == "stderr" else ""
+            if re.search(r"\w*Warning\b|^WARNING", text, re.M):
+                problems.append(f"{name}: a warning on stderr: {text.strip()[:200]}")
         if visible < figures:
             problems.append(f"{name}: the notebook shows {visible} images for {figures} figures")
         status = f"executed in {seconds:.1f} s" if seconds is not None else "not executed"
