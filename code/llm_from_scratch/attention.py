@@ -81,6 +81,8 @@ def attention(
         raise ValueError(f"queries have {q.size(-1)} channels but keys have {k.size(-1)}")
     if k.size(-2) != v.size(-2):
         raise ValueError(f"{k.size(-2)} keys but {v.size(-2)} values: they must pair up")
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
     T_q, T_k = q.size(-2), k.size(-2)
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
@@ -90,8 +92,6 @@ def attention(
         causal = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(T_k - T_q)
         mask = causal if mask is None else mask & causal
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = F.softmax(scores, dim=-1)
     if mask is not None:
