@@ -23,23 +23,32 @@ class FeedForward(nn.Module):
     """Per-token MLP: expand to ``4 * n_embd``, GELU, project back (Vaswani et al.; GPT-2).
 
     Attention moves information *between* tokens; this is where each token *computes* on what it
-    gathered. GELU uses GPT-2's tanh approximation so GPT-2 weights reproduce exactly.
+    gathered. GELU defaults to GPT-2's tanh approximation, so GPT-2's weights reproduce exactly;
+    ``gelu="none"`` is the exact form (and on a CPU the faster one).
 
     >>> FeedForward(8)(torch.randn(3, 8)).shape
     torch.Size([3, 8])
     """
 
     def __init__(
-        self, n_embd: int, hidden: int | None = None, bias: bool = True, dropout: float = 0.0
-    ):
+        self,
+        n_embd: int,
+        hidden: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        gelu: str = "tanh",
+    ) -> None:
         super().__init__()
+        if gelu not in ("tanh", "none"):
+            raise ValueError(f"gelu must be 'tanh' (GPT-2's approximation) or 'none', got {gelu!r}")
         hidden = 4 * n_embd if hidden is None else hidden
+        self.gelu = gelu
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu)))
 
 
 class Block(nn.Module):
@@ -64,6 +73,7 @@ class Block(nn.Module):
         residual: bool = True,
         norm: str | None = "layernorm",
         prenorm: bool = True,
+        gelu: str = "tanh",
     ) -> None:
         super().__init__()
         self.residual, self.prenorm = residual, prenorm
@@ -72,7 +82,7 @@ class Block(nn.Module):
             n_embd, n_head, block_size, n_kv_head, bias, dropout, causal, rope
         )
         self.ln_2 = make_norm(norm, n_embd, bias) if ffwd else None
-        self.mlp = FeedForward(n_embd, bias=bias, dropout=dropout) if ffwd else None
+        self.mlp = FeedForward(n_embd, bias=bias, dropout=dropout, gelu=gelu) if ffwd else None
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, layer, **kwargs) -> torch.Tensor:
         if self.prenorm:

@@ -49,6 +49,7 @@ class GPTConfig:
     causal: bool = True  # the causal mask; False lets positions see the future (Lesson 6)
     tie_weights: bool = True  # the output layer shares the token embedding matrix (GPT-2)
     init_std: float = 0.02  # std of the normal initialisation of weights (GPT-2: 0.02)
+    gelu: str = "tanh"  # GELU form: "tanh" (GPT-2's approximation) or "none" (exact)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -69,6 +70,8 @@ class GPTConfig:
             )
         if self.norm not in ("layernorm", "rmsnorm", None):
             raise ValueError(f"norm must be 'layernorm', 'rmsnorm' or None, got {self.norm!r}")
+        if self.gelu not in ("tanh", "none"):
+            raise ValueError(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -206,6 +209,7 @@ class GPT(LanguageModel):
                 residual=c.residual,
                 norm=c.norm,
                 prenorm=c.prenorm,
+                gelu=c.gelu,
             )
             for _ in range(c.n_layer)
         )

@@ -441,3 +441,19 @@ def test_gpt_final_norm_only_with_prenorm():
     assert isinstance(small_gpt(prenorm=False).ln_f, nn.Identity)
     assert isinstance(small_gpt(norm="rmsnorm").ln_f, RMSNorm)
     assert isinstance(small_gpt(norm=None).ln_f, nn.Identity)
+
+
+def test_feedforward_gelu_forms_match_pytorch_and_reject_unknown():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8)
+    for form in ("tanh", "none"):
+        ff = FeedForward(8, gelu=form)
+        expected = ff.c_proj(F.gelu(ff.c_fc(x), approximate=form))
+        assert torch.equal(ff(x), expected)
+    exact, approx = FeedForward(8, gelu="none"), FeedForward(8)
+    approx.load_state_dict(exact.state_dict())
+    assert not torch.equal(exact(x), approx(x))  # the two forms really differ
+    with pytest.raises(ValueError, match="gelu"):
+        FeedForward(8, gelu="relu")
+    with pytest.raises(ValueError, match="gelu"):
+        GPTConfig(gelu="erf")
