@@ -102,6 +102,25 @@ def attention(
     return (out, weights) if return_weights else out
 
 
+def check_heads(n_embd: int, n_head: int, n_kv_head: int | None = None) -> None:
+    """Raise a clear ``ValueError`` unless ``n_embd`` splits into ``n_head`` equal heads and the
+    query heads split into ``n_kv_head`` equal groups. Used by the layer and by ``GPTConfig``."""
+    n_kv_head = n_head if n_kv_head is None else n_kv_head
+    if n_head <= 0 or n_embd <= 0:
+        raise ValueError(f"n_embd and n_head must be positive, got {n_embd} and {n_head}")
+    if n_embd % n_head:
+        raise ValueError(
+            f"n_embd={n_embd} is not divisible by n_head={n_head}: each head gets "
+            f"n_embd // n_head channels, so choose n_head among the divisors of n_embd"
+        )
+    if n_kv_head <= 0 or n_head % n_kv_head:
+        raise ValueError(
+            f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}: in grouped-query "
+            f"attention every key/value head serves the same number of query heads, so "
+            f"n_head={n_head} must be a multiple of n_kv_head={n_kv_head}"
+        )
+
+
 def _check_length(T: int, block_size: int) -> None:
     if T > block_size:
         raise ValueError(
@@ -175,19 +194,8 @@ class MultiHeadAttention(nn.Module):
         rope: bool = False,
     ) -> None:
         super().__init__()
+        check_heads(n_embd, n_head, n_kv_head)
         n_kv_head = n_head if n_kv_head is None else n_kv_head
-        if n_head <= 0 or n_embd <= 0:
-            raise ValueError(f"n_embd and n_head must be positive, got {n_embd} and {n_head}")
-        if n_embd % n_head:
-            raise ValueError(
-                f"n_embd={n_embd} is not divisible by n_head={n_head}: each head gets "
-                f"n_embd // n_head channels, so choose n_head among the divisors of n_embd"
-            )
-        if n_kv_head <= 0 or n_head % n_kv_head:
-            raise ValueError(
-                f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}: in grouped-query "
-                f"attention every key/value head serves the same number of query heads"
-            )
         self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
         self.head_size, self.block_size = n_embd // n_head, block_size
         self.causal, self.dropout = causal, dropout

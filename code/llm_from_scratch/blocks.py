@@ -18,6 +18,9 @@ from torch import nn
 from llm_from_scratch.attention import MultiHeadAttention
 from llm_from_scratch.norm import make_norm
 
+#: GELU forms: GPT-2's tanh approximation, or the exact function ("none", as in PyTorch).
+GELU_FORMS = ("tanh", "none")
+
 
 class FeedForward(nn.Module):
     """Per-token MLP: expand to ``4 * n_embd``, GELU, project back (Vaswani et al.; GPT-2).
@@ -39,7 +42,7 @@ class FeedForward(nn.Module):
         gelu: str = "tanh",
     ) -> None:
         super().__init__()
-        if gelu not in ("tanh", "none"):
+        if gelu not in GELU_FORMS:
             raise ValueError(f"gelu must be 'tanh' (GPT-2's approximation) or 'none', got {gelu!r}")
         hidden = 4 * n_embd if hidden is None else hidden
         self.gelu = gelu

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_from_scratch.blocks import Block
+from llm_from_scratch.attention import check_heads
+from llm_from_scratch.blocks import GELU_FORMS, Block
 from llm_from_scratch.embeddings import sinusoidal_positions
 from llm_from_scratch.norm import make_norm
 
@@ -56,22 +57,15 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
-                f"n_embd // n_head channels, so choose n_head among the divisors of n_embd"
-            )
-        kv = self.n_head if self.n_kv_head is None else self.n_kv_head
-        if kv <= 0 or self.n_head % kv:
-            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={kv}")
+        check_heads(self.n_embd, self.n_head, self.n_kv_head)
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(
                 f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}"
             )
         if self.norm not in ("layernorm", "rmsnorm", None):
             raise ValueError(f"norm must be 'layernorm', 'rmsnorm' or None, got {self.norm!r}")
-        if self.gelu not in ("tanh", "none"):
-            raise ValueError(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
+        if self.gelu not in GELU_FORMS:
+            raise ValueError(f"gelu must be one of {GELU_FORMS}, got {self.gelu!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
