@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 
 LESSON_BUDGET_SECONDS = 60.0  # per lesson, on the 2-core build machine (issues #2, #3)
+# Lessons that train for longer, with the issue that set their budget. L07 trains the last two
+# rows of the loss progression; L08 trains the book's model (at most 5 minutes) once per cold
+# build, which Lessons 9 and 10 then load from the cache.
+LESSON_BUDGETS = {"L07_Assembling_the_GPT": 240.0, "L08_Training_the_LLM": 480.0}  # issue #4
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +39,8 @@ def main(log_path: str) -> int:
         seconds = executed.get(name)
         if seconds is None:
             problems.append(f"{name}: not executed in this build")
-        elif seconds > LESSON_BUDGET_SECONDS:
-            problems.append(f"{name}: executed in {seconds:.1f} s > {LESSON_BUDGET_SECONDS:.0f} s")
+        elif seconds > (budget := LESSON_BUDGETS.get(name, LESSON_BUDGET_SECONDS)):
+            problems.append(f"{name}: executed in {seconds:.1f} s > {budget:.0f} s")
         page = REPO / "_build" / "html" / "lessons" / f"{name}.html"
         if not page.is_file():
             problems.append(f"{name}: page {page} was not built")
