@@ -35,22 +35,27 @@ def parameter_count(config: GPTConfig) -> int:
     return embeddings + L * block + final_norm + head
 
 
+def matmul_weights(config: GPTConfig) -> int:
+    """The weights that multiply activations: every linear layer's matrix, the output layer's
+    included. Embedding lookups, biases and norm gains do no matrix multiplies."""
+    C = config.n_embd
+    kv_dim = C * (config.n_kv_head or config.n_head) // config.n_head
+    per_block = C * (C + 2 * kv_dim) + C * C + (8 * C * C if config.ffwd else 0)
+    return config.n_layer * per_block + config.vocab_size * C
+
+
 def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: bool = True) -> int:
     """Matrix-multiply FLOPs to process one token in a sequence of ``seq_len`` (default: block).
 
     The forward pass multiplies each token's vector by every weight matrix once, 2 FLOPs (a
-    multiply and an add) per weight: ``2·N``, with ``N`` the parameters minus the position
-    table, which is only looked up (the tied embedding *is* multiplied, by the output layer).
-    Attention adds ``4·n_layer·T·C``: scores ``q·kᵀ`` and the weighted sum of values, each
-    ``2·T·C`` per token. Backward costs twice the forward, so training is ``6·N + 12·n_layer·T·C``
-    (Kaplan et al., 2020; the PaLM paper's MFU formula). Norms, softmax and GELU are ignored:
-    they are a few FLOPs per activation, not per weight.
+    multiply and an add) per weight: ``2·N`` with ``N`` = :func:`matmul_weights`, which is
+    nearly all of a GPT's parameters. Attention adds ``4·n_layer·T·C``: scores ``q·kᵀ`` and the
+    weighted sum of values, each ``2·T·C`` per token. Backward costs twice the forward, so
+    training is ``6·N + 12·n_layer·T·C`` (Kaplan et al., 2020; the PaLM paper's MFU formula).
+    Norms, softmax and GELU are left out: a few FLOPs per activation, not per weight.
     """
     T = config.block_size if seq_len is None else seq_len
-    n = parameter_count(config)
-    if config.pos_encoding == "learned":
-        n -= config.block_size * config.n_embd
-    forward = 2 * n + 4 * config.n_layer * T * config.n_embd
+    forward = 2 * matmul_weights(config) + 4 * config.n_layer * T * config.n_embd
     return 3 * forward if training else forward
 
 

@@ -6,8 +6,9 @@ tokenizer, the same 90/10 split of Tiny Shakespeare, the same steps, learning ra
 up: a longer context needs longer training windows, and the full GPT is trained with Lesson
 8's recipe (nanoGPT's CPU configuration), so those rows carry their own settings. Each row's
 validation loss is in nats per character, so it compares with the well-known anchors of
-from-scratch GPT tutorials (bigram ≈ 2.5 down to ≈ 1.5 for a 10.8M-parameter GPT on a GPU). Results are cached on disk
-(:mod:`llm_from_scratch.artifacts`), so a later lesson shows the whole table without retraining.
+from-scratch GPT tutorials (bigram ≈ 2.5 down to ≈ 1.5 for a 10.8M-parameter GPT on a GPU).
+Results are cached on disk (:mod:`llm_from_scratch.artifacts`), so a later lesson shows the
+whole table without retraining.
 
 >>> from llm_from_scratch.progression import ROWS
 >>> [row.key for row in ROWS][:2]

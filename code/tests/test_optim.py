@@ -165,8 +165,8 @@ def test_param_groups_untied_head_decays():
 def test_cosine_schedule():
     lrs = [cosine_lr(s, 1.0, warmup_steps=10, max_steps=110, min_lr=0.1) for s in range(120)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == 1.0  # linear warmup, peak at step 9
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=True))
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=True))  # then never rises
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))  # then never rises
     assert lrs[60] == pytest.approx(0.55)  # half way down: (max + min) / 2
     assert lrs[110] == lrs[119] == 0.1
     assert cosine_lr(5, 1.0, 0, math.inf) == 1.0  # constant after warmup

@@ -36,7 +36,14 @@ from llm_from_scratch.progression import (
     row,
     run_experiment,
 )
-from llm_from_scratch.train import TrainConfig, TrainResult, evaluate, get_batch, train
+from llm_from_scratch.train import (
+    PRESETS,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    get_batch,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -322,6 +329,8 @@ def test_progression_rows():
         "multi_head",
         "feed_forward",
         "residual_layernorm",
+        "scaled_up",
+        "gpt",
     ]
     assert len({r.key for r in ROWS}) == len(ROWS)
     assert ROWS[0].config is None
@@ -329,8 +338,12 @@ def test_progression_rows():
     assert anchors == sorted(anchors, reverse=True)  # each idea should help
     for r in ROWS[1:]:
         assert GPTConfig(**r.config.to_dict()) == r.config  # passes validation
-        assert r.config.block_size >= PROGRESSION_TRAIN.block_size
+        assert r.config.block_size >= (r.train or PROGRESSION_TRAIN).block_size
         assert r.config.vocab_size == BASE.vocab_size
+    # rows up to Lesson 5 share one training setup; Lesson 7's scale it up
+    assert all(r.train is None for r in ROWS if r.lesson != "L07")
+    assert row("gpt").train == PRESETS["nanogpt-cpu"].train
+    assert row("gpt").config == PRESETS["nanogpt-cpu"].model
     assert row("multi_head").config.n_head == 4 and row("self_attention").config.n_head == 1
     assert row("residual_layernorm").config.residual and not row("feed_forward").config.residual
 
