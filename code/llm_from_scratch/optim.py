@@ -83,9 +83,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Weight decay pulls weights toward zero, which regularises the matrices that mix features.
     Decaying a norm's gain pulls it toward 0 rather than its natural value 1, decaying a bias
-    has no regularising use, and decaying embeddings shrinks rare tokens' rows simply because
-    they seldom receive gradient. So, as in GPT-2 and nanoGPT: decay only the 2-D weights of
-    linear layers. A tied embedding / output matrix is one parameter and counts as embedding.
+    has no regularising use, and decaying an input embedding shrinks rare tokens' rows simply
+    because they seldom receive gradient. So, as in minGPT: decay only the 2-D weights of
+    linear layers (nanoGPT decays embeddings too). A tied embedding / output matrix is one
+    parameter and counts as an embedding.
 
     >>> from llm_from_scratch.model import GPT, GPTConfig
     >>> groups = param_groups(GPT(GPTConfig(n_layer=1)), weight_decay=0.1)
