@@ -575,10 +575,18 @@ def main(argv: list[str] | None = None) -> TrainResult:
     from llm_from_scratch.book import preset_data
     from llm_from_scratch.flops import flops_per_token
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = configure(args)
+    try:
+        preset = configure(args)  # GPTConfig and TrainConfig validate every value
+    except ValueError as err:
+        parser.error(str(err))
+    if preset.train.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda, but PyTorch sees no GPU (is the CPU build installed?)")
+    if args.resume and not (args.out_dir and (Path(args.out_dir) / "checkpoint.pt").is_file()):
+        parser.error(f"--resume needs a checkpoint: no checkpoint.pt in --out-dir {args.out_dir}")
     rank, world_size = distributed_context()
     data = preset_data(preset)
     config = dataclasses.replace(preset.model, vocab_size=data.tokenizer.vocab_size)

@@ -261,6 +261,22 @@ def test_cli_overrides_and_resume(tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-head", "3"], "n_embd=128 is not divisible by n_head=3"),
+        (["--batch-size", "12", "--grad-accum-steps", "5"], "divisible by grad_accum_steps=5"),
+        (["--resume"], "--resume needs a checkpoint"),
+        (["--learning-rate", "0"], "learning_rate must be positive"),
+    ],
+)
+def test_cli_bad_options_are_clear_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "nanogpt-cpu", *args])
+    assert exit_info.value.code == 2  # argparse's usage error, no traceback
+    assert message in capsys.readouterr().err
+
+
 def run_cli(tmp_path, name, nproc, *extra):
     out = tmp_path / name
     launcher = [sys.executable, "-m", "llm_from_scratch.train"]
