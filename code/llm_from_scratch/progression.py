@@ -108,7 +108,7 @@ ROWS: tuple[Row, ...] = (
         dataclasses.replace(BASE, n_layer=4, n_embd=64, block_size=32),
         dataclasses.replace(PROGRESSION_TRAIN, block_size=32),
     ),
-    # The assembled GPT with GPT-2's design (tied head, 0.02 init, tanh GELU) and the training
+    # The assembled GPT with GPT-2's design (tied head, 0.02 init) and the training
     # recipe of Lesson 8: nanoGPT's CPU configuration. The anchor is its GPU configuration.
     Row(
         "gpt",

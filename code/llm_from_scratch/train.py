@@ -458,8 +458,8 @@ class Preset:
     note: str = ""
 
 
-# nanoGPT's train_shakespeare_char recipe (Karpathy, 2023): no biases, betas (0.9, 0.99),
-# warmup then cosine decay to a tenth of the peak rate, decay on weight matrices only. Quick
+# nanoGPT's train_shakespeare_char recipe (Karpathy, 2023): no biases, exact GELU, betas
+# (0.9, 0.99), warmup then cosine decay to a tenth of the peak rate, weight decay 0.1. Quick
 # validation estimates (for the curves) use about as many windows as nanoGPT's: one batch of
 # 256 windows on a CPU (nanoGPT: 20 x 12), 50 on a GPU (200 x 64).
 _NANOGPT_TRAIN = dict(
@@ -475,14 +475,15 @@ PRESETS: dict[str, Preset] = {
         note="seconds on a CPU; for tests and for trying the command line",
     ),
     "nanogpt-cpu": Preset(
-        GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False),
+        GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
+                  gelu="none"),
         TrainConfig(block_size=64, batch_size=12, max_steps=2000, eval_batches=1,
                     **_NANOGPT_TRAIN),
         note="nanoGPT's CPU configuration of its README: about a minute on a laptop",
     ),
     "nanogpt-gpu": Preset(
         GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, bias=False,
-                  dropout=0.2),
+                  dropout=0.2, gelu="none"),
         TrainConfig(block_size=256, batch_size=64, max_steps=5000, eval_batches=50,
                     device="cuda", dtype="bfloat16", **_NANOGPT_TRAIN),
         note="nanoGPT's shakespeare_char GPU configuration, 10.8M parameters: val ~1.47",
