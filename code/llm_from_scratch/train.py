@@ -26,8 +26,11 @@ The command line trains any configuration; ``--help`` lists the options and pres
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
+import dataclasses
+import json
 import math
 import os
 import time
@@ -420,15 +423,14 @@ def train(
     bar.close()
     save(last_step)
     val_loss = evaluate(model, val_data, config.block_size)
-    steps_done = last_step
     return TrainResult(
         val_loss=val_loss,
         train_loss=history[-1]["train_loss"] if history else math.nan,
         seconds=elapsed,
-        steps=steps_done,
+        steps=last_step,
         n_params=sum(p.numel() for p in model.parameters()),
         history=history,
-        tokens_per_second=steps_done * tokens_per_step / elapsed if elapsed else 0.0,
+        tokens_per_second=last_step * tokens_per_step / elapsed if elapsed else 0.0,
         dtype=dtype,
     )
 
@@ -500,9 +502,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _parser():  # noqa: ANN202
-    import argparse
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llm_from_scratch.train",
         description="Train a GPT on Tiny Shakespeare. A preset sets every option; flags "
@@ -539,10 +539,8 @@ def _parser():  # noqa: ANN202
     return parser
 
 
-def configure(args) -> Preset:  # noqa: ANN001
+def configure(args: argparse.Namespace) -> Preset:
     """The preset named by ``args.preset`` with the command line's overrides applied."""
-    import dataclasses
-
     p = PRESETS[args.preset]
     over = vars(args)
     model = dataclasses.replace(
@@ -570,10 +568,7 @@ def configure(args) -> Preset:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> TrainResult:
     """The command line: train, log, and print the final validation loss."""
-    import dataclasses
-    import json
-
-    from llm_from_scratch.book import preset_data
+    from llm_from_scratch.book import preset_data  # book imports this module: import late
     from llm_from_scratch.flops import flops_per_token
 
     parser = _parser()
