@@ -17,6 +17,7 @@ torch.Size([2, 8, 32])
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -243,14 +244,18 @@ class MultiHeadAttention(nn.Module):
         else:
             if mask is not None and self.causal:
                 mask = mask & causal_mask(T, x.device)
-            dtype = q.dtype
+            dtype, upcast = q.dtype, contextlib.nullcontext()
             if q.device.type == "cpu" and dtype == torch.bfloat16:
-                # Under CPU bfloat16 autocast, PyTorch's CPU flash-attention backward is several
-                # times slower in bfloat16 than in float32; the matmuls around it gain, not this.
+                # PyTorch's CPU flash-attention backward is several times slower in bfloat16
+                # than in float32: under CPU autocast only the matmuls around it gain. Autocast
+                # would cast float32 inputs straight back to bfloat16, so switch it off here.
                 q, k, v = q.float(), k.float(), v.float()
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=self.causal and mask is None, dropout_p=dropout_p
-            ).to(dtype)
+                upcast = torch.autocast("cpu", enabled=False)
+            with upcast:
+                y = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
+                    dropout_p=dropout_p,
+                ).to(dtype)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         y = self.resid_dropout(self.c_proj(y))
         return (y, weights) if return_weights else y

@@ -83,6 +83,10 @@ def _check_ids(idx: torch.Tensor, vocab_size: int, block_size: int | None) -> No
             f"sequence length {idx.size(1)} exceeds block_size={block_size}; crop the input to "
             f"its last {block_size} tokens (generate() does this for you)"
         )
+    # Reading the ids' range makes the CPU wait for them (a sync) and breaks a compiled graph;
+    # train() checks the whole dataset once instead of every batch, so a compiled model skips it.
+    if torch.compiler.is_compiling():
+        return
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
         raise ValueError(
             f"token ids must lie in [0, {vocab_size}); got ids from {int(idx.min())} to "

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "cpu"
     dtype: str = "float32"  # autocast: "bfloat16", "float16" (GPU only) or "auto" (resolve_dtype)
+    compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on CPU)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -129,6 +131,7 @@ class TrainResult:
     n_params: int
     history: list[dict] = field(default_factory=list)  # step, lr, losses, grad norm, speed
     tokens_per_second: float = 0.0  # training tokens per second of optimisation
+    compile_seconds: float = 0.0  # time of the first step beyond a later one (torch.compile)
     dtype: str = "float32"  # the precision of the matmuls (TrainConfig.dtype, resolved)
 
     def to_dict(self) -> dict:
@@ -277,6 +280,24 @@ def distributed_context() -> tuple[int, int]:
 # ----------------------------------------------------------------------------- training
 
 
+def compiler_available() -> bool:
+    """Whether ``torch.compile`` can build CPU kernels here: it needs a C++ compiler."""
+    names = [os.environ.get("CXX", ""), "g++", "clang++", "c++", "cl"]
+    return any(name and shutil.which(name) for name in names)
+
+
+def check_token_data(data: torch.Tensor, vocab_size: int | None, name: str) -> None:
+    """A clear error for token ids the model has no embedding for, checked once per dataset."""
+    if vocab_size is None or not data.numel():
+        return
+    low, high = int(data.min()), int(data.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"{name} holds token ids from {low} to {high}, but the model's vocabulary has "
+            f"{vocab_size} tokens. Was it encoded with a different tokenizer?"
+        )
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over :func:`~llm_from_scratch.optim.param_groups`: ours or PyTorch's fused one."""
     groups = param_groups(model, config.weight_decay)
@@ -322,6 +343,9 @@ def train(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but PyTorch sees no GPU; use --device cpu")
     model.to(device)
+    vocab_size = getattr(model, "vocab_size", None)
+    check_token_data(train_data, vocab_size, "train_data")
+    check_token_data(val_data, vocab_size, "val_data")
     # Mixed precision: matmuls in 16 bits, weights, optimizer and sums in float32. On a CPU
     # only bfloat16 is offered, and it pays only where the CPU has bfloat16 matrix units.
     dtype = resolve_dtype(config.dtype, device.type)
@@ -361,6 +385,14 @@ def train(
     ddp_model = (
         nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     )
+    compiled = config.compile and (device.type != "cpu" or compiler_available())
+    if config.compile and not compiled:
+        tqdm.write("compile=True but no C++ compiler was found: training without torch.compile")
+    if compiled:
+        # torch.compile traces the step once and fuses its element-wise work into a few
+        # generated kernels; the first step pays for the compilation. Evaluation stays eager.
+        ddp_model = torch.compile(ddp_model, dynamic=False)
+    step_seconds: list[float] = []
     model.train()
     bar = tqdm(
         range(start_step, last_step + 1),
@@ -399,7 +431,8 @@ def train(
         else:
             grad_norm = math.nan
         optimizer.step()
-        elapsed += time.perf_counter() - t0
+        step_seconds.append(time.perf_counter() - t0)
+        elapsed += step_seconds[-1]
         recent.append(step_loss)
         del recent[: -config.eval_interval]
         if step % config.eval_interval == 0 or step == config.max_steps:
@@ -432,6 +465,10 @@ def train(
         history=history,
         tokens_per_second=last_step * tokens_per_step / elapsed if elapsed else 0.0,
         dtype=dtype,
+        compile_seconds=(
+            max(0.0, step_seconds[0] - step_seconds[-1])
+            if compiled and len(step_seconds) > 1 else 0.0
+        ),
     )
 
 
@@ -479,8 +516,12 @@ PRESETS: dict[str, Preset] = {
     "nanogpt-cpu": Preset(
         GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
                   gelu="none"),
+        # nanoGPT's 1e-3 comes from its 10.8M-parameter GPU recipe; this 0.8M model learns
+        # faster at 3e-3 (validation 1.90 -> 1.78 nats/char at 2,000 steps; 2e-3: 1.81, 4e-3:
+        # 1.77). --learning-rate 1e-3 --min-lr 1e-4 --dtype float32 is nanoGPT's run exactly.
         TrainConfig(block_size=64, batch_size=12, max_steps=2000, eval_batches=1,
-                    **_NANOGPT_TRAIN),
+                    dtype="auto", compile=True,
+                    **{**_NANOGPT_TRAIN, "learning_rate": 3e-3, "min_lr": 3e-4}),
         note="nanoGPT's CPU configuration of its README: about a minute on a laptop",
     ),
     "nanogpt-gpu": Preset(
@@ -493,7 +534,7 @@ PRESETS: dict[str, Preset] = {
     "book": Preset(
         GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=256),
         TrainConfig(block_size=128, batch_size=16, max_steps=800, eval_batches=1, dtype="auto",
-                    **{**_NANOGPT_TRAIN, "learning_rate": 2e-3, "min_lr": 2e-4,
+                    compile=True, **{**_NANOGPT_TRAIN, "learning_rate": 2e-3, "min_lr": 2e-4,
                        "warmup_steps": 50, "eval_interval": 100}),
         tokenizer="bpe",
         vocab_size=1024,
@@ -527,6 +568,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu or cuda")
     run.add_argument("--dtype", choices=[*sorted(DTYPES), "auto"],
                      help="mixed precision: bfloat16/float16 matmuls; auto picks by hardware")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile the model (fused kernels; the first step compiles)")
     data = parser.add_argument_group("data")
     data.add_argument("--tokenizer", choices=("char", "bpe"))
     data.add_argument("--vocab-size", type=int, dest="vocab_size", help="BPE vocabulary size")
@@ -552,7 +595,7 @@ def configure(args: argparse.Namespace) -> Preset:
         k: over[k]
         for k in ("batch_size", "max_steps", "warmup_steps", "grad_accum_steps", "eval_interval",
                   "eval_batches", "seed", "learning_rate", "min_lr", "weight_decay",
-                  "schedule", "optimizer", "device", "dtype", "block_size")
+                  "schedule", "optimizer", "device", "dtype", "compile", "block_size")
         if over[k] is not None
     }
     if over["grad_clip"] is not None:
@@ -608,7 +651,9 @@ def main(argv: list[str] | None = None) -> TrainResult:
             "tokenizer": preset.tokenizer, "world_size": world_size,
             "val_loss": result.val_loss, "val_loss_per_char": per_char,
             "train_loss": result.train_loss, "seconds": result.seconds, "steps": result.steps,
-            "ms_per_step": 1000 * result.seconds / max(1, result.steps),
+            "compile_seconds": result.compile_seconds,
+            # per step once compiled: what the run's remaining steps cost
+            "ms_per_step": 1000 * (result.seconds - result.compile_seconds) / max(1, result.steps),
             "dtype": result.dtype,
             "tokens_per_second": result.tokens_per_second,
             "model_flops_per_second": result.tokens_per_second * flops_per_token(config),
@@ -616,8 +661,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
         }
         if out is not None:
             (out / "result.json").write_text(json.dumps(summary, indent=1))
-        print(f"trained {result.steps} steps in {result.seconds:.1f} s "
-              f"({summary['ms_per_step']:.1f} ms/step, {result.tokens_per_second:,.0f} tokens/s)")
+        compiled = (f", {result.compile_seconds:.1f} s of it compiling"
+                    if preset.train.compile else "")
+        print(f"trained {result.steps} steps in {result.seconds:.1f} s{compiled} "
+              f"({summary['ms_per_step']:.1f} ms/step, {result.dtype} matmuls)")
         print(f"final validation loss: {result.val_loss:.4f} nats/token, "
               f"{per_char:.4f} nats/char", flush=True)
     if dist.is_initialized():

@@ -506,3 +506,23 @@ def test_dropout_only_in_training():
     a = mha(x)
     b = mha(x)
     assert not torch.allclose(a, b)
+
+
+def test_cpu_bfloat16_autocast_runs_the_fused_kernel_in_float32(monkeypatch):
+    # PyTorch's CPU flash-attention backward is slow in bfloat16, so the layer upcasts; autocast
+    # must be off inside, or it casts the float32 inputs straight back to bfloat16.
+    seen = []
+    fused = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return fused(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    mha, x = MultiHeadAttention(32, 4, 8), torch.randn(2, 8, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mha(x)
+    assert seen == [(torch.float32, False)]
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), mha(x), atol=2e-2, rtol=2e-2)

@@ -421,3 +421,37 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="PyTorch sees no GPU"):
         train(fresh_model(), data(), data(600), dataclasses.replace(RUN, device="cuda"), False)
+
+
+# ---- torch.compile ----------------------------------------------------------------------
+
+
+def test_compiled_training_equals_eager_training():
+    eager = train(fresh_model(), data(), data(600), RUN, False)
+    config = dataclasses.replace(RUN, compile=True)
+    compiled = train(fresh_model(), data(), data(600), config, False)
+    assert compiled.compile_seconds > 0 and eager.compile_seconds == 0
+    # Fused kernels add in another order: equal up to float32 rounding, not bit for bit.
+    flat = [value for row in losses(eager) for value in row]
+    assert [value for row in losses(compiled) for value in row] == pytest.approx(flat, rel=1e-4)
+    assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-4)
+
+
+def test_compile_without_a_cpp_compiler_trains_eagerly(monkeypatch, capsys):
+    monkeypatch.setattr("llm_from_scratch.train.compiler_available", lambda: False)
+    config = dataclasses.replace(RUN, compile=True, max_steps=5)
+    result = train(fresh_model(), data(), data(600), config, False)
+    assert "no C++ compiler was found" in capsys.readouterr().out
+    assert result.compile_seconds == 0
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_token_ids_outside_the_vocabulary_are_refused_before_training(compile):
+    # A compiled model skips the per-batch id check, so train() checks each split once.
+    config = dataclasses.replace(RUN, compile=compile)
+    bad = data().clone()
+    bad[1234] = 11
+    with pytest.raises(ValueError, match=r"train_data holds token ids from 0 to 11.*11 tokens"):
+        train(fresh_model(), bad, data(600), config, False)
+    with pytest.raises(ValueError, match="val_data holds token ids from -1"):
+        train(fresh_model(), data(), torch.cat([data(600), torch.tensor([-1])]), config, False)
