@@ -298,6 +298,23 @@ def check_token_data(data: torch.Tensor, vocab_size: int | None, name: str) -> N
         )
 
 
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool = True):
+    """Run the block with ``torch.use_deterministic_algorithms``, then restore the setting.
+
+    Compiled CPU kernels may split a sum between threads in an order that varies from run to
+    run; in deterministic mode they do not, so a seed fixes the losses of a compiled run too.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over :func:`~llm_from_scratch.optim.param_groups`: ours or PyTorch's fused one."""
     groups = param_groups(model, config.weight_decay)
@@ -400,59 +417,60 @@ def train(
         disable=not progress or rank != 0,
         mininterval=1.0,
     )
-    for step in bar:
-        t0 = time.perf_counter()
-        lr = config.lr_at(step - 1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # Every process draws the same global batch and keeps its own slice of it.
-        x, y = get_batch(train_data, config.block_size, config.batch_size, generator)
-        x = x[rank * per_process : (rank + 1) * per_process].to(device)
-        y = y[rank * per_process : (rank + 1) * per_process].to(device)
-        xs, ys = x.chunk(config.grad_accum_steps), y.chunk(config.grad_accum_steps)
-        split = len(ys) > 1 or world_size > 1
-        weights = micro_batch_weights(list(ys), world_size) if split else [1.0]
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for i, (xb, yb, w) in enumerate(zip(xs, ys, weights, strict=True)):
-            # Gradients add up across micro-batches; DDP need only average them after the last.
-            last = i == len(xs) - 1
-            sync = contextlib.nullcontext() if last or world_size == 1 else ddp_model.no_sync()
-            with sync, autocast:
-                _, loss = ddp_model(xb, yb)
-            (loss * w).backward()
-            step_loss += loss.item() * w
-        if world_size > 1:
-            loss_t = torch.tensor(step_loss, device=device)
-            dist.all_reduce(loss_t)
-            step_loss = float(loss_t) / world_size
-        if config.grad_clip is not None:
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-        else:
-            grad_norm = math.nan
-        optimizer.step()
-        step_seconds.append(time.perf_counter() - t0)
-        elapsed += step_seconds[-1]
-        recent.append(step_loss)
-        del recent[: -config.eval_interval]
-        if step % config.eval_interval == 0 or step == config.max_steps:
-            val = evaluate(model, val_data, config.block_size, max_batches=config.eval_batches)
-            history.append(
-                {
-                    "step": step,
-                    "lr": lr,
-                    "train_loss": sum(recent) / len(recent),
-                    "val_loss": val,
-                    "grad_norm": grad_norm,
-                    "elapsed": elapsed,
-                    "tokens_per_second": step * tokens_per_step / elapsed,
-                }
-            )
-            bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
-            if log_csv is not None and rank == 0:
-                _append_csv(log_csv, history[-1])
-        if checkpoint_interval and step % checkpoint_interval == 0:
-            save(step)
+    with deterministic_kernels(compiled and device.type == "cpu"):
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = config.lr_at(step - 1)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # Every process draws the same global batch and keeps its own slice of it.
+            x, y = get_batch(train_data, config.block_size, config.batch_size, generator)
+            x = x[rank * per_process : (rank + 1) * per_process].to(device)
+            y = y[rank * per_process : (rank + 1) * per_process].to(device)
+            xs, ys = x.chunk(config.grad_accum_steps), y.chunk(config.grad_accum_steps)
+            split = len(ys) > 1 or world_size > 1
+            weights = micro_batch_weights(list(ys), world_size) if split else [1.0]
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for i, (xb, yb, w) in enumerate(zip(xs, ys, weights, strict=True)):
+                # Gradients add up across micro-batches; DDP need only average them after the last.
+                last = i == len(xs) - 1
+                sync = contextlib.nullcontext() if last or world_size == 1 else ddp_model.no_sync()
+                with sync, autocast:
+                    _, loss = ddp_model(xb, yb)
+                (loss * w).backward()
+                step_loss += loss.item() * w
+            if world_size > 1:
+                loss_t = torch.tensor(step_loss, device=device)
+                dist.all_reduce(loss_t)
+                step_loss = float(loss_t) / world_size
+            if config.grad_clip is not None:
+                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            else:
+                grad_norm = math.nan
+            optimizer.step()
+            step_seconds.append(time.perf_counter() - t0)
+            elapsed += step_seconds[-1]
+            recent.append(step_loss)
+            del recent[: -config.eval_interval]
+            if step % config.eval_interval == 0 or step == config.max_steps:
+                val = evaluate(model, val_data, config.block_size, max_batches=config.eval_batches)
+                history.append(
+                    {
+                        "step": step,
+                        "lr": lr,
+                        "train_loss": sum(recent) / len(recent),
+                        "val_loss": val,
+                        "grad_norm": grad_norm,
+                        "elapsed": elapsed,
+                        "tokens_per_second": step * tokens_per_step / elapsed,
+                    }
+                )
+                bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
+                if log_csv is not None and rank == 0:
+                    _append_csv(log_csv, history[-1])
+            if checkpoint_interval and step % checkpoint_interval == 0:
+                save(step)
     bar.close()
     save(last_step)
     val_loss = evaluate(model, val_data, config.block_size)

@@ -455,3 +455,25 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_training(compile):
         train(fresh_model(), bad, data(600), config, False)
     with pytest.raises(ValueError, match="val_data holds token ids from -1"):
         train(fresh_model(), data(), torch.cat([data(600), torch.tensor([-1])]), config, False)
+
+
+def test_compiled_cpu_training_runs_in_deterministic_mode_then_restores_it(monkeypatch):
+    # Compiled kernels may otherwise split sums between threads in a varying order.
+    import llm_from_scratch.train as train_module
+
+    seen, get_batch = [], train_module.get_batch
+
+    def spy(*args, **kwargs):  # called once per training step
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return get_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "get_batch", spy)
+    assert not torch.are_deterministic_algorithms_enabled()
+    config = dataclasses.replace(RUN, compile=True, max_steps=3, eval_interval=3)
+    first = train(fresh_model(), data(), data(600), config, False)
+    assert seen == [True] * 3
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(fresh_model(), data(), data(600), dataclasses.replace(config, compile=False), False)
+    assert seen[3:] == [False] * 3  # eager training leaves the setting alone
+    second = train(fresh_model(), data(), data(600), config, False)
+    assert losses(first) == losses(second)
