@@ -8,7 +8,9 @@ changes, even if the lesson's cells did not. Two things make that happen:
    ``requirements.txt`` (``_build/.jupyter_cache/pkg-<hash>``; the paths hashed are the
    ``llmfs_package_dirs`` setting in ``_config.yml``), so a changed package finds an empty
    cache and every lesson re-executes; an unchanged package finds its cached outputs and
-   nothing executes.
+   nothing executes. The hash is :func:`llm_from_scratch.artifacts.source_fingerprint`, the
+   rule that also keys the package's cache of trained models, so a change that retrains a
+   model always re-executes the lessons that show it.
 2. The hash is also a Sphinx config value that invalidates the environment, so Sphinx re-reads
    every page (re-reading is what triggers execution); otherwise Sphinx would see unchanged
    ``.md`` files and reuse the pickled pages with their old outputs.
@@ -19,7 +21,6 @@ Only the few most recent caches are kept, so switching between two versions of t
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -27,35 +28,22 @@ from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.util import logging
 
+from llm_from_scratch.artifacts import source_fingerprint
+
 logger = logging.getLogger(__name__)
 
 KEEP_CACHES = 3
-# Build by-products that say nothing about the code. Everything else counts, data files
-# included, so generated artifacts (trained models) must live outside these folders.
-IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
-IGNORED_SUFFIXES = {".pyc", ".pyo"}
-
-
-def package_source_hash(*roots: Path) -> str:
-    """SHA-256 over the relative paths and bytes of every file under ``roots``."""
-    digest = hashlib.sha256()
-    for root in roots:
-        if not root.exists():
-            raise FileNotFoundError(f"llmfs_package_dirs: {root} does not exist")
-        files = [root] if root.is_file() else sorted(root.rglob("*"))
-        for file in files:
-            if IGNORED_PARTS.intersection(file.parts) or file.suffix in IGNORED_SUFFIXES:
-                continue
-            if file.is_file():
-                digest.update(file.relative_to(root.parent).as_posix().encode() + b"\0")
-                digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def _key_cache_on_package(app: Sphinx, config: Config) -> None:
     confdir = Path(app.confdir)
     roots = [(confdir / d).resolve() for d in config.llmfs_package_dirs]
-    source_hash = package_source_hash(*roots)
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"llmfs_package_dirs: {root} does not exist")
+    # Every file counts but build by-products, so generated artifacts (trained models) must
+    # live outside these folders.
+    source_hash = source_fingerprint(*roots)
     config.llmfs_package_hash = source_hash
 
     base = config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache"

@@ -6,7 +6,9 @@ Run from the repository root:
 
 All timings are wall-clock seconds on the Tiny Shakespeare train split (first 90%). Encoding
 compares like with like: tiktoken gets an Encoding built from *our* merges, so both produce
-the same ids (checked). Ours is pure Python; the references are Rust.
+the same ids (checked). Ours is pure Python; the references are Rust. Long chunks (a megabyte
+of one character is a single regex chunk) are timed with GPT-2's vocabulary, ours and
+tiktoken's turn about, so that a change in the machine's load hits both alike.
 """
 
 from __future__ import annotations
@@ -20,15 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tiktoken
+import tiktoken.load
+from tiktoken_ext import openai_public
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers, trainers
 
 from llm_from_scratch.data import tiny_shakespeare, train_val_split
-from llm_from_scratch.tokenizer import BPETokenizer
+from llm_from_scratch.tokenizer import BPETokenizer, gpt2_files
 
 VOCAB_SIZE = 1024
 NAIVE_SLICE_CHARS = 50_000
 NAIVE_VOCAB_SIZE = 400
+LONG_RUNS = {"letter": "a", "space": " "}  # one character, repeated --long-mb megabytes
 
 
 def load_train_text() -> str:
@@ -47,6 +52,40 @@ def best_of(runs: int, fn: Callable[[], object], setup: Callable[[], object] = l
     return min(times), result
 
 
+def best_alternating(runs: int, fns: list[Callable[[], object]]) -> list[float]:
+    """Best wall-clock time of each of ``fns``, called in turn ``runs`` times."""
+    times = [float("inf")] * len(fns)
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i] = min(times[i], time.perf_counter() - start)
+    return times
+
+
+def long_runs(runs: int, megabytes: float) -> dict[str, list[float]]:
+    """Encoding time of a long run of one character, ours and tiktoken's (GPT-2's vocabulary)."""
+    ours = BPETokenizer.gpt2()
+    encoder_json, vocab_bpe = gpt2_files()
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+    reference = tiktoken.Encoding(
+        name="gpt2", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks, special_tokens={}
+    )
+    results = {}
+    for name, char in LONG_RUNS.items():
+        text = char * int(megabytes * 1e6)
+        assert ours.encode_ordinary(text) == reference.encode_ordinary(text)
+        results[name] = best_alternating(
+            runs,
+            [
+                # Cold: the whole run is one chunk, which the cache would otherwise remember.
+                lambda text=text: (ours.clear_cache(), ours.encode_ordinary(text)),
+                lambda text=text: reference.encode_ordinary(text),
+            ],
+        )
+    return results
+
+
 def train_hf(text: str, vocab_size: int) -> HFTokenizer:
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -63,6 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--runs", type=int, default=3, help="runs per timing (best is kept)")
+    parser.add_argument(
+        "--long-mb", type=float, default=1.0, help="megabytes of one character (0: skip)"
+    )
     args = parser.parse_args()
 
     text = load_train_text()
@@ -90,6 +132,8 @@ def main() -> None:
     t_fast, fast = best_of(args.runs, lambda: BPETokenizer().train(small, NAIVE_VOCAB_SIZE))
     assert naive.merges == fast.merges
 
+    long = long_runs(args.runs, args.long_mb) if args.long_mb > 0 else {}
+
     mbps = n_bytes / 1e6
     rows = [
         (f"train BPE, vocab {VOCAB_SIZE}", t_train, "HF tokenizers (Rust)", t_hf),
@@ -102,6 +146,8 @@ def main() -> None:
             t_naive,
         ),
     ]
+    for name, (t_ours, t_tik) in long.items():
+        rows.append((f"encode {args.long_mb:g} MB, one {name}", t_ours, "tiktoken, GPT-2", t_tik))
     print()
     print(f"{'task':<36} {'ours (s)':>9}  {'reference':<20} {'ref (s)':>8} {'ours/ref':>9}")
     for task, t_ours, ref, t_ref in rows:
@@ -133,6 +179,9 @@ def main() -> None:
             "train_fast_small_s": t_fast,
             "skipped_duplicates": len(ours.skipped_pairs),
             "runs": args.runs,
+            "long_run_mb": args.long_mb,
+            **{f"encode_long_{name}_ours_s": t for name, (t, _) in long.items()},
+            **{f"encode_long_{name}_tiktoken_s": t for name, (_, t) in long.items()},
         }
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")

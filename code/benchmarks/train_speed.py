@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from nanogpt_reference import NanoGPT, make_step
 
-from llm_from_scratch.book import preset_data
+from llm_from_scratch.data import get_batch
 from llm_from_scratch.flops import flops_per_token, matmul_peak_flops
 from llm_from_scratch.model import GPT
-from llm_from_scratch.train import PRESETS, get_batch, train
+from llm_from_scratch.presets import PRESETS
+from llm_from_scratch.train import train
 
 NANOGPT_MS_PER_ITER = 33.0  # nanoGPT on the book's build machine, as measured for issue #4
 PRESET = "nanogpt-cpu"
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps per round")
     parser.add_argument("--full", action="store_true", help="then train all steps, report loss")
     args = parser.parse_args()
-    data = preset_data(PRESETS[PRESET])
+    data = PRESETS[PRESET].data()
     ratios = []
     for r in range(1, args.rounds + 1):
         steal, start = steal_ticks(), time.perf_counter()

@@ -1,3 +1,36 @@
-"""LLM From Scratch: the shared package behind the textbook's lessons."""
+"""LLM From Scratch: the shared package behind the textbook's lessons.
+
+Which module holds which lesson's component:
+
+============  ==========================================================================
+Lesson        Modules
+============  ==========================================================================
+1             ``tokenizer`` (byte-level BPE, GPT-2's tokenizer), ``tokenizer_base``
+              (characters), ``bpe_merge``, ``tokenizer_files``, ``data`` (Tiny Shakespeare)
+2             ``positions`` (sinusoidal, RoPE), ``model.BigramLanguageModel``,
+              ``data.get_batch``
+3, 4, 6       ``attention`` (one head, multi-head, grouped-query, causal and padding masks)
+5             ``norm`` (BatchNorm, LayerNorm, RMSNorm), ``blocks`` (feed-forward, block)
+7             ``model.GPT``, ``flops`` (parameter and FLOP counts), ``gpt2`` (GPT-2's
+              weights), ``progression`` (the loss progression)
+8             ``optim`` (AdamW, schedule), ``train`` (the loop), ``checkpoint``,
+              ``distributed`` (torchrun), ``presets``, ``cli``, ``trained`` (cached
+              trained models, the book's model)
+all           ``runtime`` (threads, precision, compilation), ``artifacts`` (disk cache),
+              ``source`` (showing the package's code in the lessons)
+============  ==========================================================================
+
+Lower modules never import higher ones: ``tokenizer_base``, ``bpe_merge``, ``tokenizer_files``
+→ ``tokenizer`` → ``data``; ``positions``, ``norm``,
+``runtime`` → ``attention`` → ``blocks`` → ``model``; ``optim``, ``checkpoint``,
+``distributed`` → ``train`` → ``presets`` → ``trained`` → ``progression``; ``cli`` on top.
+
+Importing the package sets PyTorch's CPU threads to the cores that are free
+(:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number).
+"""
 
 __version__ = "0.1.0"
+
+from llm_from_scratch.runtime import use_free_cores as _use_free_cores
+
+_use_free_cores()

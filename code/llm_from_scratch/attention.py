@@ -17,14 +17,14 @@ torch.Size([2, 8, 32])
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_from_scratch.embeddings import RotaryEmbedding
+from llm_from_scratch.positions import RotaryEmbedding
+from llm_from_scratch.runtime import fused_attention
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -188,6 +188,7 @@ class MultiHeadAttention(nn.Module):
         n_embd: int,
         n_head: int,
         block_size: int,
+        *,
         n_kv_head: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
@@ -244,18 +245,11 @@ class MultiHeadAttention(nn.Module):
         else:
             if mask is not None and self.causal:
                 mask = mask & causal_mask(T, x.device)
-            dtype, upcast = q.dtype, contextlib.nullcontext()
-            if q.device.type == "cpu" and dtype == torch.bfloat16:
-                # PyTorch's CPU flash-attention backward is several times slower in bfloat16
-                # than in float32: under CPU autocast only the matmuls around it gain. Autocast
-                # would cast float32 inputs straight back to bfloat16, so switch it off here.
-                q, k, v = q.float(), k.float(), v.float()
-                upcast = torch.autocast("cpu", enabled=False)
-            with upcast:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
-                    dropout_p=dropout_p,
-                ).to(dtype)
+            # PyTorch's fused kernel (F.scaled_dot_product_attention), equal to attention() above
+            y = fused_attention(
+                q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
+                dropout_p=dropout_p,
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         y = self.resid_dropout(self.c_proj(y))
         return (y, weights) if return_weights else y

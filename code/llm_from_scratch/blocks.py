@@ -18,8 +18,8 @@ from torch import nn
 from llm_from_scratch.attention import MultiHeadAttention
 from llm_from_scratch.norm import make_norm
 
-#: GELU forms: GPT-2's tanh approximation, or the exact function ("none", as in PyTorch).
-GELU_FORMS = ("tanh", "none")
+#: GELU forms: GPT-2's tanh approximation, or the exact function.
+GELU_FORMS = ("tanh", "exact")
 
 
 class FeedForward(nn.Module):
@@ -27,7 +27,7 @@ class FeedForward(nn.Module):
 
     Attention moves information *between* tokens; this is where each token *computes* on what it
     gathered. GELU defaults to GPT-2's tanh approximation, so GPT-2's weights reproduce exactly;
-    ``gelu="none"`` is the exact form (and on a CPU the faster one).
+    ``gelu="exact"`` is the exact form (and on a CPU the faster one).
 
     >>> FeedForward(8)(torch.randn(3, 8)).shape
     torch.Size([3, 8])
@@ -37,21 +37,23 @@ class FeedForward(nn.Module):
         self,
         n_embd: int,
         hidden: int | None = None,
+        *,
         bias: bool = True,
         dropout: float = 0.0,
         gelu: str = "tanh",
     ) -> None:
         super().__init__()
         if gelu not in GELU_FORMS:
-            raise ValueError(f"gelu must be 'tanh' (GPT-2's approximation) or 'none', got {gelu!r}")
+            raise ValueError(f"gelu must be one of {GELU_FORMS}, got {gelu!r}")
         hidden = 4 * n_embd if hidden is None else hidden
-        self.gelu = gelu
+        # PyTorch's F.gelu names the exact form approximate="none".
+        self.approximate = "tanh" if gelu == "tanh" else "none"
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu)))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -67,6 +69,7 @@ class Block(nn.Module):
         n_embd: int,
         n_head: int,
         block_size: int,
+        *,
         n_kv_head: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
@@ -82,7 +85,8 @@ class Block(nn.Module):
         self.residual, self.prenorm = residual, prenorm
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = MultiHeadAttention(
-            n_embd, n_head, block_size, n_kv_head, bias, dropout, causal, rope
+            n_embd, n_head, block_size, n_kv_head=n_kv_head, bias=bias, dropout=dropout,
+            causal=causal, rope=rope,
         )
         self.ln_2 = make_norm(norm, n_embd, bias) if ffwd else None
         self.mlp = FeedForward(n_embd, bias=bias, dropout=dropout, gelu=gelu) if ffwd else None

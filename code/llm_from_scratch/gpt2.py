@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from llm_from_scratch.model import GPT, GPTConfig
@@ -34,7 +35,7 @@ CONV1D_SUFFIXES = (
     "mlp.c_proj.weight",
 )
 #: Hugging Face's names for GPT-2's activation functions, and ours.
-ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 
 
 def gpt2_config(hf_config: dict) -> GPTConfig:
@@ -111,8 +112,8 @@ def load_hf_gpt2(directory: str | os.PathLike) -> GPT:
                 f"{file} not found: a GPT-2 checkpoint directory holds config.json and "
                 "model.safetensors (transformers' save_pretrained writes both)"
             )
-    config = gpt2_config(json.loads(config_file.read_text()))
-    state = convert_hf_state_dict(load_file(weights_file), config)
+    config = _read_config(config_file)
+    state = convert_hf_state_dict(_read_weights(weights_file), config)
     model = GPT(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -130,3 +131,27 @@ def load_hf_gpt2(directory: str | os.PathLike) -> GPT:
             )
     model.load_state_dict(state)
     return model.eval()
+
+
+def _read_config(path: Path) -> GPTConfig:
+    """The :class:`GPTConfig` of a ``config.json``, with errors that name the file."""
+    try:
+        hf_config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a valid JSON file ({err})") from err
+    if not isinstance(hf_config, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(hf_config).__name__}")
+    try:
+        return gpt2_config(hf_config)
+    except KeyError as err:
+        raise ValueError(f"{path}: the key {err} is missing") from err
+    except ValueError as err:  # an option the book's GPT does not implement
+        raise ValueError(f"{path}: {err}") from err
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, with errors that name the file."""
+    try:
+        return load_file(path)
+    except SafetensorError as err:  # truncated, corrupt, or not a safetensors file at all
+        raise ValueError(f"{path}: not a valid safetensors file ({err})") from err

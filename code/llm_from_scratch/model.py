@@ -24,8 +24,8 @@ from torch import nn
 
 from llm_from_scratch.attention import check_heads
 from llm_from_scratch.blocks import GELU_FORMS, Block
-from llm_from_scratch.embeddings import sinusoidal_positions
 from llm_from_scratch.norm import make_norm
+from llm_from_scratch.positions import sinusoidal_positions
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
 
@@ -50,7 +50,7 @@ class GPTConfig:
     causal: bool = True  # the causal mask; False lets positions see the future (Lesson 6)
     tie_weights: bool = True  # the output layer shares the token embedding matrix (GPT-2)
     init_std: float = 0.02  # std of the normal initialisation of weights (GPT-2: 0.02)
-    gelu: str = "tanh"  # GELU form: "tanh" (GPT-2's approximation) or "none" (exact)
+    gelu: str = "tanh"  # GELU form: "tanh" (GPT-2's approximation) or "exact"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -73,7 +73,8 @@ class GPTConfig:
         return asdict(self)
 
 
-def _check_ids(idx: torch.Tensor, vocab_size: int, block_size: int | None) -> None:
+def check_ids(idx: torch.Tensor, vocab_size: int, block_size: int | None) -> None:
+    """A clear error for ids a model cannot read, instead of an IndexError deep in torch."""
     if idx.dim() != 2:
         raise ValueError(f"expected token ids of shape (B, T), got {tuple(idx.shape)}")
     if idx.dtype not in (torch.long, torch.int32, torch.int64):
@@ -83,10 +84,6 @@ def _check_ids(idx: torch.Tensor, vocab_size: int, block_size: int | None) -> No
             f"sequence length {idx.size(1)} exceeds block_size={block_size}; crop the input to "
             f"its last {block_size} tokens (generate() does this for you)"
         )
-    # Reading the ids' range makes the CPU wait for them (a sync) and breaks a compiled graph;
-    # train() checks the whole dataset once instead of every batch, so a compiled model skips it.
-    if torch.compiler.is_compiling():
-        return
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
         raise ValueError(
             f"token ids must lie in [0, {vocab_size}); got ids from {int(idx.min())} to "
@@ -108,10 +105,13 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | 
 
 
 class LanguageModel(nn.Module):
-    """Shared by the book's models: sampling from next-token distributions."""
+    """Shared by the book's models: checking their input, sampling from their predictions."""
 
     vocab_size: int
     block_size: int | None
+    #: Check the ids of every call. The trainer checks its whole dataset once and turns this
+    #: off while it trains (reading the ids would make every step wait for them).
+    check_inputs: bool = True
 
     @torch.no_grad()
     def generate(
@@ -128,21 +128,33 @@ class LanguageModel(nn.Module):
         ``temperature`` and samples (from the ``top_k`` most likely tokens, if given).
         Lesson 9 makes this fast with a KV cache.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        _check_ids(idx, self.vocab_size, None)
+        if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+        check_ids(idx, self.vocab_size, None)
+        if idx.size(1) == 0:
+            raise ValueError("idx must hold at least one token per row to continue from")
         was_training = self.training
         self.eval()
-        for _ in range(max_new_tokens):
-            context = idx if self.block_size is None else idx[:, -self.block_size :]
-            logits, _ = self(context)
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-            idx = torch.cat((idx, next_id), dim=1)
-        self.train(was_training)
+        try:
+            for _ in range(max_new_tokens):
+                context = idx if self.block_size is None else idx[:, -self.block_size :]
+                logits = self(context)[0][:, -1, :].float()
+                # Subtract the maximum before dividing: a tiny temperature then gives 0 and
+                # -inf (greedy), never inf - inf = nan. A temperature below float32's smallest
+                # normal number would round to 0 (and 0 / 0 = nan); any such value is greedy.
+                scale = max(temperature, torch.finfo(logits.dtype).tiny)
+                logits = (logits - logits.max(dim=-1, keepdim=True).values) / scale
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+                idx = torch.cat((idx, next_id), dim=1)
+        finally:
+            self.train(was_training)
         return idx
 
 
@@ -166,7 +178,8 @@ class BigramLanguageModel(LanguageModel):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        _check_ids(idx, self.vocab_size, None)
+        if self.check_inputs:
+            check_ids(idx, self.vocab_size, None)
         logits = self.token_embedding(idx)  # (B, T, V): row idx of the table
         return logits, _loss(logits, targets)
 
@@ -195,13 +208,13 @@ class GPT(LanguageModel):
         self.drop = nn.Dropout(c.dropout)
         self.h = nn.ModuleList(
             Block(
-                c.n_embd,
-                c.n_head,
-                c.block_size,
-                c.n_kv_head,
-                c.bias,
-                c.dropout,
-                c.causal,
+                n_embd=c.n_embd,
+                n_head=c.n_head,
+                block_size=c.block_size,
+                n_kv_head=c.n_kv_head,
+                bias=c.bias,
+                dropout=c.dropout,
+                causal=c.causal,
                 rope=c.pos_encoding == "rope",
                 ffwd=c.ffwd,
                 residual=c.residual,
@@ -240,7 +253,8 @@ class GPT(LanguageModel):
         padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, T, vocab_size)`` for ids ``(B, T)``, and the loss if ``targets`` given."""
-        _check_ids(idx, self.vocab_size, self.block_size)
+        if self.check_inputs:
+            check_ids(idx, self.vocab_size, self.block_size)
         T = idx.size(1)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:

@@ -7,7 +7,7 @@ up: a longer context needs longer training windows, and the full GPT is trained 
 8's recipe (nanoGPT's CPU configuration), so those rows carry their own settings. Each row's
 validation loss is in nats per character, so it compares with the well-known anchors of
 from-scratch GPT tutorials (bigram ≈ 2.5 down to ≈ 1.5 for a 10.8M-parameter GPT on a GPU).
-Results are cached on disk (:mod:`llm_from_scratch.artifacts`), so a later lesson shows the
+Results are cached on disk (:mod:`llm_from_scratch.trained`), so a later lesson shows the
 whole table without retraining.
 
 >>> from llm_from_scratch.progression import ROWS
@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
 
-import torch
-
-from llm_from_scratch.artifacts import cached
-from llm_from_scratch.data import TINY_SHAKESPEARE_SHA256, tiny_shakespeare, train_val_split
-from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig, LanguageModel
-from llm_from_scratch.tokenizer import CharTokenizer
-from llm_from_scratch.train import PRESETS, TrainConfig, TrainResult, train
+from llm_from_scratch.model import GPTConfig
+from llm_from_scratch.presets import PRESETS
+from llm_from_scratch.train import TrainConfig
+from llm_from_scratch.trained import TrainedModel, train_cached
 
 #: How every row is trained. CPU-sized: a few seconds per row on a 2-core laptop.
 PROGRESSION_TRAIN = TrainConfig(
@@ -52,7 +48,7 @@ BASE = GPTConfig(
     n_embd=32,
     init_std=0.1,
     tie_weights=False,
-    gelu="none",
+    gelu="exact",
 )
 
 
@@ -129,70 +125,11 @@ def row(key: str) -> Row:
     raise KeyError(f"no progression row {key!r}; rows are {[r.key for r in ROWS]}")
 
 
-@lru_cache(maxsize=1)
-def char_data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
-    """The character tokenizer of Tiny Shakespeare and its train and validation ids."""
-    text = tiny_shakespeare()
-    tokenizer = CharTokenizer.from_text(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_ids, val_ids = train_val_split(ids)
-    return tokenizer, train_ids, val_ids
-
-
-def build_model(config: GPTConfig | None, vocab_size: int, seed: int) -> LanguageModel:
-    """A freshly initialised model (seeded); ``None`` means the bigram model."""
-    torch.manual_seed(seed)
-    if config is None:
-        return BigramLanguageModel(vocab_size)
-    return GPT(dataclasses.replace(config, vocab_size=vocab_size))
-
-
-@dataclass
-class Experiment:
-    """A trained model with its result; ``from_cache`` says whether it was loaded, not trained."""
-
-    name: str
-    model: LanguageModel
-    result: TrainResult
-    from_cache: bool
-
-
-def run_experiment(
-    name: str,
-    config: GPTConfig | None,
-    train_config: TrainConfig = PROGRESSION_TRAIN,
-    progress: bool = True,
-) -> Experiment:
-    """Train ``config`` on character-level Tiny Shakespeare, or load it if already trained."""
-    tokenizer, train_ids, val_ids = char_data()
-    if config is not None and config.block_size < train_config.block_size:
-        raise ValueError(
-            f"the model's block_size={config.block_size} is shorter than the training windows "
-            f"(block_size={train_config.block_size})"
-        )
-    spec = {
-        "model": None if config is None else config.to_dict(),
-        "train": train_config.to_dict(),
-        "data": TINY_SHAKESPEARE_SHA256,
-        "tokenizer": "char",
-    }
-
-    def compute() -> tuple[dict, dict]:
-        model = build_model(config, tokenizer.vocab_size, train_config.seed)
-        result = train(model, train_ids, val_ids, train_config, progress=progress, description=name)
-        return result.to_dict(), model.state_dict()
-
-    artifact = cached(f"progression-{name}", spec, compute)
-    model = build_model(config, tokenizer.vocab_size, train_config.seed)
-    model.load_state_dict(artifact.state_dict)
-    model.eval()
-    return Experiment(name, model, TrainResult(**artifact.info), artifact.from_cache)
-
-
-def progression_row(key: str, progress: bool = True) -> Experiment:
+def progression_row(key: str, progress: bool = True) -> TrainedModel:
     """Train (or load) the row ``key`` of the loss progression."""
     r = row(key)
-    return run_experiment(r.key, r.config, r.train or PROGRESSION_TRAIN, progress=progress)
+    return train_cached(r.key, r.config, r.train or PROGRESSION_TRAIN,
+                        progress=progress)
 
 
 def progression_table(keys: list[str] | None = None, progress: bool = True) -> list[dict]:

@@ -126,3 +126,38 @@ def test_missing_files_and_mismatched_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
     with pytest.raises(ValueError, match="checkpoint shape"):
         load_hf_gpt2(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message", "cause"),
+    [
+        (b'{"n_layer": 2,', r"config\.json: not a valid JSON file", json.JSONDecodeError),
+        (b'{"n_layer": "\xff"}', r"config\.json: not a valid JSON file", UnicodeDecodeError),
+        (b"[1, 2]", r"config\.json: expected a JSON object, found list", None),
+        (b'{"vocab_size": 97}', r"config\.json: the key 'n_embd' is missing", KeyError),
+        (
+            b'{"vocab_size": 97, "n_embd": 48, "n_layer": 3, "n_head": 4, "n_inner": 7}',
+            r"config\.json: n_inner=7 is not supported",
+            ValueError,
+        ),
+    ],
+)
+def test_a_broken_config_names_the_file(tmp_path, content, message, cause):
+    save_random_gpt2(tmp_path)
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_hf_gpt2(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    assert cause is None or isinstance(info.value.__cause__, cause)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_broken_weights_file_names_the_file(tmp_path, damage):
+    save_random_gpt2(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(
+        b"not a safetensors file" if damage == "garbage" else data[: len(data) // 2]
+    )
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a valid safetensors file"):
+        load_hf_gpt2(tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -16,9 +17,9 @@ from torch import nn
 
 from llm_from_scratch.attention import padding_mask
 from llm_from_scratch.blocks import Block, FeedForward
-from llm_from_scratch.embeddings import sinusoidal_positions
 from llm_from_scratch.model import GPT, POS_ENCODINGS, BigramLanguageModel, GPTConfig
 from llm_from_scratch.norm import LayerNorm, RMSNorm
+from llm_from_scratch.positions import sinusoidal_positions
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -337,10 +338,74 @@ def test_top_k_restricts_samples_to_the_k_most_likely():
     assert set(out[:, 1].tolist()) == allowed
 
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0])
-def test_generate_rejects_non_positive_temperature(temperature):
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        small_gpt().generate(ids(1, 2), 3, temperature=temperature)
+def greedy_decode(model, prompt, steps):
+    """Argmax decoding, written out."""
+    out = prompt
+    for _ in range(steps):
+        next_id = model(out[:, -model.block_size :])[0][:, -1].argmax(-1, keepdim=True)
+        out = torch.cat((out, next_id), dim=1)
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-300, 5e-324])
+def test_a_vanishing_temperature_is_greedy_not_nan(temperature):
+    model = small_gpt()
+    prompt = ids(3, 4)
+    out = model.generate(prompt, 6, temperature=temperature,
+                         generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, greedy_decode(model, prompt, 6))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"temperature": 0.0}, "temperature must be a finite number > 0"),
+     ({"temperature": -1.0}, "temperature must be a finite number > 0"),
+     ({"temperature": math.nan}, "temperature must be a finite number > 0, got nan"),
+     ({"temperature": math.inf}, "temperature"),
+     ({"top_k": 0}, "top_k must be None or an integer >= 1, got 0"),
+     ({"top_k": -3}, "top_k must be None or an integer >= 1, got -3"),
+     ({"top_k": 2.5}, "top_k"),
+     ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 0, got -1"),
+     ({"max_new_tokens": 2.0}, "max_new_tokens")],
+)  # fmt: skip
+def test_generate_rejects_bad_arguments_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        small_gpt().generate(ids(1, 2), **{"max_new_tokens": 3, **kwargs})
+
+
+def test_generate_needs_a_prompt_to_continue():
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    with pytest.raises(ValueError, match="idx must hold at least one token"):
+        small_gpt().generate(empty, 3)
+    with pytest.raises(ValueError, match="idx must hold at least one token"):
+        BigramLanguageModel(5).generate(empty, 3)
+    assert torch.equal(small_gpt().generate(ids(1, 2), 0), ids(1, 2))  # nothing to add
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_an_error_while_generating_restores_the_training_mode(training, monkeypatch):
+    model = small_gpt(dropout=0.1).train(training)
+    forward, calls = model.forward, []
+
+    def fails_on_the_second_call(*args, **kwargs):
+        calls.append(model.training)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", fails_on_the_second_call)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.generate(ids(1, 2), 5)
+    assert calls == [False, False]  # sampling ran in eval mode
+    assert model.training is training
+    # a bad generator fails inside the loop too, after the first forward pass
+    monkeypatch.undo()
+    model.train(training)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    with pytest.raises(TypeError):
+        model.generate(ids(1, 2), 5, generator="not a generator")
+    assert seen == [False] and model.training is training
 
 
 def test_generate_restores_training_mode_and_needs_no_grad():
@@ -446,14 +511,15 @@ def test_gpt_final_norm_only_with_prenorm():
 def test_feedforward_gelu_forms_match_pytorch_and_reject_unknown():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8)
-    for form in ("tanh", "none"):
+    for form, approximate in (("tanh", "tanh"), ("exact", "none")):
         ff = FeedForward(8, gelu=form)
-        expected = ff.c_proj(F.gelu(ff.c_fc(x), approximate=form))
+        expected = ff.c_proj(F.gelu(ff.c_fc(x), approximate=approximate))
         assert torch.equal(ff(x), expected)
-    exact, approx = FeedForward(8, gelu="none"), FeedForward(8)
+    exact, approx = FeedForward(8, gelu="exact"), FeedForward(8)
     approx.load_state_dict(exact.state_dict())
     assert not torch.equal(exact(x), approx(x))  # the two forms really differ
-    with pytest.raises(ValueError, match="gelu"):
-        FeedForward(8, gelu="relu")
+    for unknown in ("relu", "none"):  # "none" is PyTorch's name, not the config's
+        with pytest.raises(ValueError, match="gelu"):
+            FeedForward(8, gelu=unknown)
     with pytest.raises(ValueError, match="gelu"):
         GPTConfig(gelu="erf")

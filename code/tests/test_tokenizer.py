@@ -6,12 +6,12 @@ and from GPT-2's files), Hugging Face `tokenizers`, and hard-coded GPT-2 ids.
 
 from __future__ import annotations
 
+import copy
 import doctest
 import inspect
 import json
 import shutil
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from llm_from_scratch import tokenizer as tokenizer_module
 from llm_from_scratch.data import tiny_shakespeare, train_val_split
+from llm_from_scratch.source import get_source
 from llm_from_scratch.tokenizer import (
     GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
@@ -202,6 +203,24 @@ def test_disallowed_special_raises(trained: BPETokenizer) -> None:
         to_tiktoken(trained).encode(SPECIAL_TEXT, allowed_special={"<|pad|>"})
 
 
+@pytest.mark.parametrize("name", ["allowed_special", "disallowed_special"])
+@pytest.mark.parametrize("value", ["<|endoftext|>", "none", "ALL", ""])
+def test_special_arguments_refuse_strings(trained: BPETokenizer, name: str, value: str) -> None:
+    # A string is a collection of characters: "<|endoftext|>" must not mean {"<", "|", ...}.
+    with pytest.raises(TypeError, match=f"{name} must be 'all' or a set of special tokens"):
+        trained.encode("hello <|endoftext|>", **{name: value})
+
+
+def test_special_arguments_accept_all_and_collections(trained: BPETokenizer) -> None:
+    eot = trained.special_tokens["<|endoftext|>"]
+    assert trained.encode("a<|endoftext|>", allowed_special="all")[-1] == eot
+    assert trained.encode("a<|endoftext|>", allowed_special={"<|endoftext|>"})[-1] == eot
+    assert trained.encode("a<|endoftext|>", allowed_special=["<|endoftext|>"])[-1] == eot
+    assert eot not in trained.encode("a<|endoftext|>", disallowed_special=[])
+    with pytest.raises(ValueError, match="special token"):
+        trained.encode("a<|pad|>", allowed_special={"<|endoftext|>"}, disallowed_special="all")
+
+
 def test_lone_surrogates_like_tiktoken(trained: BPETokenizer) -> None:
     text = "bad \ud800 surrogate \udfff and a split pair \ud83d\ude00"
     assert trained.encode(text) == to_tiktoken(trained).encode(text)
@@ -363,6 +382,67 @@ def test_train_errors() -> None:
         BPETokenizer().train("hello", 300, special_tokens="<|eot|>")
 
 
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("hello", 255), ValueError, "vocab_size must be at least 256"),
+        (("hello", 257, ["<a>", "<b>"]), ValueError, r"vocab_size must be at least 258 \(256 byte"),
+        (("hello", 300.0), TypeError, "vocab_size must be an integer"),
+        (("hello", "300"), TypeError, "vocab_size must be an integer"),
+        (("hello", 300, [""]), ValueError, "special_tokens must be non-empty strings"),
+        (("hello", 300, [7]), TypeError, "special_tokens must be strings, got 7"),
+        (("hello", 300, ["<a>", "<a>"]), ValueError, "special_tokens must not repeat"),
+        (("hello", 300, "<a>"), TypeError, "special_tokens must be a sequence of strings"),
+        (("hello", 300, None), TypeError, "special_tokens must be a sequence of strings"),
+        ((b"hello", 300), TypeError, "text as a str"),
+    ],
+)
+def test_failed_train_leaves_the_tokenizer_as_it_was(args, error, message) -> None:
+    tok = BPETokenizer().train("hello hello world", 262, special_tokens=["<s>"])
+    tok.encode("hello there")  # fills the chunk cache, which is state too
+    before = copy.deepcopy(vars(tok))
+    with pytest.raises(error, match=message):
+        tok.train(*args)
+    assert vars(tok) == before
+
+
+def test_interrupted_train_leaves_the_tokenizer_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = BPETokenizer().train("hello hello world", 262, special_tokens=["<s>"])
+    before = copy.deepcopy(vars(tok))
+    train_fast = BPETokenizer._train_fast
+
+    def interrupted(self, *args):  # learns merges, then the user presses Ctrl-C
+        train_fast(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BPETokenizer, "_train_fast", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tok.train("a different text, a different text", 300)
+    assert vars(tok) == before
+
+
+def test_training_cuts_the_text_at_special_tokens() -> None:
+    docs = [f"doc {word} number {i}" for i, word in enumerate(["one", "two", "three"] * 30)]
+    text = "<|endoftext|>".join(docs) + "<|endoftext|>"
+    for naive in (False, True):
+        tok = BPETokenizer().train(text, 400, special_tokens=["<|endoftext|>"], naive=naive)
+        # The documents hold no "<", "|" or ">": a token with one came from <|endoftext|>.
+        learned = [tok.vocab[new_id] for new_id in tok.merges.values()]
+        assert not [token for token in learned if set(token) & set(b"<|>")]
+        # The same merges as with a separator that never merges with anything.
+        separated = BPETokenizer().train("\x00".join(docs) + "\x00", 399, naive=naive)
+        assert tok.merges == separated.merges
+        ids = tok.encode(text, allowed_special="all")
+        assert ids.count(tok.special_tokens["<|endoftext|>"]) == len(docs)
+        assert tok.decode(ids) == text
+
+
+def test_special_tokens_absent_from_the_text_change_no_merge(train_text: str) -> None:
+    text = train_text[:50_000]
+    with_special = BPETokenizer().train(text, 401, special_tokens=["<|endoftext|>"])
+    assert with_special.merges == BPETokenizer().train(text, 400).merges
+
+
 def test_train_returns_self_and_ties_pick_smallest_pair() -> None:
     tok = BPETokenizer()
     assert tok.train("abcd", 257) is tok
@@ -420,25 +500,6 @@ def test_train_verbose(capsys: pytest.CaptureFixture[str]) -> None:
     assert "merge (97, 97) -> 256" in out and "2 merges, 0 duplicates skipped" in out
 
 
-def test_training_to_1024_takes_at_most_10_seconds(train_text: str) -> None:
-    # The issue's budget on a 2-core machine; typically ~1 s (code/benchmarks/bench_tokenizer.py).
-    start = time.perf_counter()
-    BPETokenizer().train(train_text, 1024)
-    assert time.perf_counter() - start <= 10
-
-
-def test_encoding_runs_at_least_1_mb_per_second(trained: BPETokenizer, train_text: str) -> None:
-    # Cold cache, best of two; typically 2-4 MB/s on the 2-core build machine.
-    n_bytes = len(train_text.encode("utf-8"))
-    best = float("inf")
-    for _ in range(2):
-        trained.clear_cache()
-        start = time.perf_counter()
-        trained.encode(train_text)
-        best = min(best, time.perf_counter() - start)
-    assert n_bytes / best >= 1e6, f"{n_bytes / best / 1e6:.2f} MB/s"
-
-
 def test_trainer_learns_the_same_merges_as_hugging_face(train_text: str) -> None:
     """HF `tokenizers` (Rust, same GPT-2 pre-tokenizer) learns the same set of merges.
 
@@ -489,13 +550,11 @@ def test_heap_merge_on_long_runs(gpt2: BPETokenizer) -> None:
         assert byte_pair_merge_heap(piece, gpt2.ranks) == byte_pair_merge(piece, gpt2.ranks)
 
 
-def test_long_chunk_is_not_quadratic(gpt2: BPETokenizer) -> None:
-    # 100,000 letters are one regex chunk with ~75,000 merges to do; the simple loop rescans
-    # the whole chunk per merge (billions of steps, minutes), the heap takes well under 1 s.
+def test_long_chunks_round_trip(gpt2: BPETokenizer) -> None:
+    # 100,000 letters are one regex chunk with ~75,000 merges to do: the heap path (the simple
+    # loop would take minutes). Its speed is measured in code/benchmarks/bench_tokenizer.py.
     for text in ("a" * 100_000, " " * 100_000, "ab" * 50_000):
-        start = time.perf_counter()
         ids = gpt2.encode(text)
-        assert time.perf_counter() - start < 10
         assert gpt2.decode(ids) == text
 
 
@@ -601,9 +660,20 @@ def test_char_tokenizer_save_load(tmp_path: Path) -> None:
 
 
 def test_docstring_examples() -> None:
-    # The lesson shows these docstrings; make sure their examples are true.
+    # The lesson shows these docstrings; make sure their examples are true. (test_doctests.py
+    # runs those of the modules that tokenizer.py imports from.)
     results = doctest.testmod(tokenizer_module)
     assert results.attempted > 10 and results.failed == 0
+
+
+def test_public_names_import_from_tokenizer() -> None:
+    names = """BPETokenizer CharTokenizer Tokenizer GPT2_SPLIT_PATTERN GPT4_SPLIT_PATTERN
+        GPT2_END_OF_TEXT GPT2_FILE_SHA256 LONG_CHUNK gpt2_files bytes_to_unicode merge_pair
+        byte_pair_merge byte_pair_merge_heap""".split()
+    assert all(hasattr(tokenizer_module, name) for name in names)
+    # Lesson 1 shows the source of these methods: they stay in tokenizer.py, under these names.
+    for method in (BPETokenizer._train_fast, BPETokenizer.encode_ordinary, BPETokenizer.from_gpt2):
+        assert get_source(method).path == "llm_from_scratch/tokenizer.py"
 
 
 def test_with_vocab_size_is_a_prefix_of_training(train_text):

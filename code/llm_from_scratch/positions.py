@@ -1,4 +1,4 @@
-"""Turning token ids into vectors that also know *where* each token sits (Lesson 2).
+"""Positions: telling a model *where* each token sits (Lesson 2).
 
 Three ways to give a model positions, all used by real models:
 
@@ -9,7 +9,7 @@ Three ways to give a model positions, all used by real models:
   grows with position, :class:`RotaryEmbedding`, so that ``q · k`` depends only on their offset.
 
 >>> import torch
->>> from llm_from_scratch.embeddings import sinusoidal_positions, RotaryEmbedding
+>>> from llm_from_scratch.positions import sinusoidal_positions, RotaryEmbedding
 >>> sinusoidal_positions(block_size=8, n_embd=4).shape
 torch.Size([8, 4])
 >>> rope = RotaryEmbedding(head_dim=4, max_seq_len=8)

@@ -1,4 +1,4 @@
-"""Tests for llm_from_scratch.embeddings: sinusoidal positions and rotary embeddings (RoPE).
+"""Tests for llm_from_scratch.positions: sinusoidal positions and rotary embeddings (RoPE).
 
 Both are compared with independent implementations of the papers' formulas: a NumPy loop for
 Vaswani et al.'s encodings, and complex-number multiplication for RoPE's rotations.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_from_scratch.embeddings import RotaryEmbedding, rotate_half, sinusoidal_positions
+from llm_from_scratch.positions import RotaryEmbedding, rotate_half, sinusoidal_positions
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

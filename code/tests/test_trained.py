@@ -1,0 +1,126 @@
+"""Tests for llm_from_scratch.trained: models trained once, then loaded with their tokenizer.
+
+Every test trains for a handful of steps into a temporary cache (``$LLMFS_CACHE_DIR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from llm_from_scratch import trained
+from llm_from_scratch.artifacts import CACHE_DIR_ENV
+from llm_from_scratch.data import shakespeare_tokens
+from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig
+from llm_from_scratch.presets import PRESETS
+from llm_from_scratch.progression import BASE, row
+from llm_from_scratch.tokenizer import BPETokenizer, CharTokenizer
+from llm_from_scratch.train import TrainConfig, evaluate
+from llm_from_scratch.trained import (
+    book_model,
+    build_model,
+    tokenizer_from_text,
+    tokenizer_to_text,
+    train_cached,
+)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+QUICK = TrainConfig(block_size=8, batch_size=8, max_steps=5, eval_interval=5, eval_batches=2)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    return tmp_path / "artifacts"
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_build_model_is_seeded():
+    config = GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=16)
+    a, b = build_model(config, 11, seed=3), build_model(config, 11, seed=3)
+    assert isinstance(a, GPT) and a.vocab_size == 11
+    assert same_state(a.state_dict(), b.state_dict())
+    assert not same_state(a.state_dict(), build_model(config, 11, seed=4).state_dict())
+    assert isinstance(build_model(None, 7, seed=0), BigramLanguageModel)
+
+
+def test_train_cached_trains_then_loads_from_cache(cache_dir):
+    config = row("multi_head").config
+    first = train_cached("quick", config, QUICK, progress=False)
+    assert not first.from_cache
+    assert first.result.steps == 5 and len(first.result.history) == 1
+    assert 2.0 < first.result.val_loss < math.log(65) + 0.5
+    assert not first.model.training
+    assert first.val_loss_per_char == first.result.val_loss  # characters are the tokens
+    second = train_cached("quick", config, QUICK, progress=False)
+    assert second.from_cache
+    assert second.result == first.result  # identical val_loss, history, timing
+    assert same_state(first.model.state_dict(), second.model.state_dict())
+    # the loaded model is the trained one: its loss is the recorded validation loss
+    val_ids = shakespeare_tokens("char").val_ids
+    assert evaluate(second.model, val_ids, 8) == pytest.approx(second.result.val_loss, rel=1e-6)
+    # another training configuration is another model
+    other = train_cached("quick", config, dataclasses.replace(QUICK, seed=1), progress=False)
+    assert not other.from_cache and other.result.val_loss != first.result.val_loss
+
+
+def test_loading_never_retrains_nor_rebuilds_the_tokenizer(cache_dir, monkeypatch):
+    first = train_cached("quick", None, QUICK, progress=False)
+    monkeypatch.setattr(trained, "train", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(trained, "shakespeare_tokens", lambda *a, **k: pytest.fail("retokenized"))
+    second = train_cached("quick", None, QUICK, progress=False)
+    assert second.from_cache and isinstance(second.tokenizer, CharTokenizer)
+    assert second.tokenizer.chars == first.tokenizer.chars
+    assert second.result == first.result
+
+
+def test_the_resolved_precision_is_part_of_the_key(cache_dir, monkeypatch):
+    # "auto" trains in bfloat16 on a machine with bfloat16 units, in float32 elsewhere
+    config = dataclasses.replace(QUICK, dtype="auto")
+    monkeypatch.setattr(trained, "resolve_dtype", lambda dtype, device: "float32")
+    assert not train_cached("auto", None, config, progress=False).from_cache
+    assert train_cached("auto", None, config, progress=False).from_cache
+    monkeypatch.setattr(trained, "resolve_dtype", lambda dtype, device: "bfloat16")
+    assert not train_cached("auto", None, config, progress=False).from_cache
+
+
+def test_train_cached_rejects_windows_longer_than_the_model():
+    with pytest.raises(ValueError, match="block_size=8 is shorter than the training windows"):
+        train_cached("x", BASE, dataclasses.replace(QUICK, block_size=16), progress=False)
+
+
+def test_tokenizers_round_trip_through_text():
+    char = CharTokenizer.from_text("hello world")
+    loaded = tokenizer_from_text(tokenizer_to_text(char))
+    assert isinstance(loaded, CharTokenizer) and loaded.encode("world") == char.encode("world")
+    bpe = BPETokenizer().train("low lower lowest " * 20, vocab_size=262)
+    loaded = tokenizer_from_text(tokenizer_to_text(bpe))
+    assert isinstance(loaded, BPETokenizer) and loaded.merges == bpe.merges
+
+
+def test_book_model_trains_once_then_loads(cache_dir, monkeypatch):
+    small = dataclasses.replace(
+        PRESETS["tiny"],
+        tokenizer="bpe",
+        vocab_size=300,
+        model=dataclasses.replace(PRESETS["tiny"].model, vocab_size=300),
+    )
+    monkeypatch.setitem(PRESETS, "test-book", small)
+    first = book_model(progress=False, preset="test-book")
+    second = book_model(progress=False, preset="test-book")
+    assert not first.from_cache and second.from_cache
+    assert second.result == first.result
+    assert second.val_loss_per_char == first.val_loss_per_char < math.log(300)
+    data = shakespeare_tokens("bpe", 300)
+    assert isinstance(second.tokenizer, BPETokenizer)
+    assert second.tokenizer.merges == data.tokenizer.merges  # stored with the weights
+    assert evaluate(second.model, data.val_ids, 16) == pytest.approx(
+        first.result.val_loss, rel=1e-6
+    )
