@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from training_helpers import RUN, data, fresh_model, losses
 
 import llm_from_scratch.train as train_module
 from llm_from_scratch import runtime
@@ -35,18 +36,6 @@ from llm_from_scratch.train import (
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-GPT_CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
-RUN = TrainConfig(
-    block_size=8,
-    batch_size=8,
-    max_steps=20,
-    learning_rate=3e-3,
-    eval_interval=5,
-    eval_batches=2,
-    schedule="cosine",
-    warmup_steps=3,
-    weight_decay=0.1,
-)
 
 
 def cycle_data(n: int, vocab: int = 5, seed: int = 0) -> torch.Tensor:
@@ -59,23 +48,6 @@ def cycle_data(n: int, vocab: int = 5, seed: int = 0) -> torch.Tensor:
     for i in range(1, n):
         data[i] = random[i] if noise[i] else (data[i - 1] + 1) % vocab
     return data
-
-
-def data(n: int = 3000) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return (torch.arange(n) * 3 + torch.randint(0, 2, (n,), generator=g)) % 11
-
-
-def fresh_model(config: GPTConfig = GPT_CONFIG) -> GPT:
-    torch.manual_seed(0)
-    return GPT(config)
-
-
-def losses(result: TrainResult) -> list[tuple]:
-    """The logged numbers of a run that do not depend on the clock."""
-    return [
-        (h["step"], h["lr"], h["train_loss"], h["val_loss"], h["grad_norm"]) for h in result.history
-    ]
 
 
 def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
