@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import operator
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -29,7 +28,13 @@ import regex
 # The merge loops, the tokenizer base class and the file helpers live in their own modules;
 # they are imported here so that everything tokenizer-related imports from this one.
 from llm_from_scratch.bpe_merge import LONG_CHUNK, byte_pair_merge, byte_pair_merge_heap, merge_pair
-from llm_from_scratch.tokenizer_base import CharTokenizer, Tokenizer, check_text  # noqa: F401
+from llm_from_scratch.tokenizer_base import (  # noqa: F401
+    CharTokenizer,
+    Tokenizer,
+    check_special_arg,
+    check_text,
+    check_train_args,
+)
 from llm_from_scratch.tokenizer_files import (  # noqa: F401
     GPT2_FILE_SHA256,
     bytes_to_unicode,
@@ -138,7 +143,7 @@ class BPETokenizer(Tokenizer):
         >>> BPETokenizer().train("hello hello", vocab_size=260, special_tokens=["<|eot|>"])
         BPETokenizer(vocab_size=260, merges=3, special_tokens=1)
         """
-        vocab_size, special_tokens = _check_train_args(text, vocab_size, special_tokens)
+        vocab_size, special_tokens = check_train_args(text, vocab_size, special_tokens)
         saved = dict(vars(self))  # to restore if training is interrupted (Ctrl-C) or fails
         try:
             self._build(byte_ids=range(256), merges=[], special_tokens={})
@@ -302,8 +307,8 @@ class BPETokenizer(Tokenizer):
         [5303, 50256]
         """
         check_text(text)
-        _check_special_arg("allowed_special", allowed_special)
-        _check_special_arg("disallowed_special", disallowed_special)
+        check_special_arg("allowed_special", allowed_special)
+        check_special_arg("disallowed_special", disallowed_special)
         if allowed_special == "all":
             allowed_special = self.special_tokens.keys()
         if disallowed_special == "all":
@@ -433,43 +438,3 @@ def _special_regex(tokens: Iterable[str]) -> regex.Pattern:
     # Longest first, so that of two special tokens starting at the same place the longer wins.
     # The regex module caches compiled patterns, so calling this per encode is cheap.
     return regex.compile("|".join(regex.escape(t) for t in sorted(tokens, key=len, reverse=True)))
-
-
-def _check_train_args(
-    text: object, vocab_size: object, special_tokens: object
-) -> tuple[int, list[str]]:
-    """Check :meth:`BPETokenizer.train`'s arguments; returns ``vocab_size, special_tokens``."""
-    check_text(text)
-    if isinstance(special_tokens, str) or not isinstance(special_tokens, Iterable):
-        raise TypeError(
-            "special_tokens must be a sequence of strings, e.g. ['<|eot|>'], got "
-            f"{special_tokens!r}"
-        )
-    special_tokens = list(special_tokens)
-    for token in special_tokens:
-        if not isinstance(token, str):
-            raise TypeError(f"special_tokens must be strings, got {token!r}")
-        if not token:
-            raise ValueError("special_tokens must be non-empty strings, got ''")
-    if len(set(special_tokens)) != len(special_tokens):
-        raise ValueError(f"special_tokens must not repeat, got duplicates in {special_tokens}")
-    try:
-        vocab_size = operator.index(vocab_size)  # ints, numpy ints; not 1024.0 or "1024"
-    except TypeError:
-        raise TypeError(f"vocab_size must be an integer, got {vocab_size!r}") from None
-    minimum = 256 + len(special_tokens)
-    if vocab_size < minimum:
-        raise ValueError(
-            f"vocab_size must be at least {minimum} (256 byte tokens + {len(special_tokens)} "
-            f"special tokens), got {vocab_size}"
-        )
-    return vocab_size, special_tokens
-
-
-def _check_special_arg(name: str, value: object) -> None:
-    # A str is a collection of characters: "<|endoftext|>" would quietly mean {"<", "|", ...}.
-    if isinstance(value, str) and value != "all":
-        raise TypeError(
-            f"{name} must be 'all' or a set of special tokens, got the string {value!r}; "
-            f"for a single token, write {name}={{{value!r}}}"
-        )

@@ -11,6 +11,7 @@ for all of them. :class:`llm_from_scratch.tokenizer.BPETokenizer` builds on this
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,3 +130,43 @@ class CharTokenizer(Tokenizer):
             return cls(data["chars"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a valid character tokenizer file ({err!r})") from err
+
+
+def check_train_args(
+    text: object, vocab_size: object, special_tokens: object
+) -> tuple[int, list[str]]:
+    """Check ``BPETokenizer.train``'s arguments; returns ``vocab_size, special_tokens``."""
+    check_text(text)
+    if isinstance(special_tokens, str) or not isinstance(special_tokens, Iterable):
+        raise TypeError(
+            "special_tokens must be a sequence of strings, e.g. ['<|eot|>'], got "
+            f"{special_tokens!r}"
+        )
+    special_tokens = list(special_tokens)
+    for token in special_tokens:
+        if not isinstance(token, str):
+            raise TypeError(f"special_tokens must be strings, got {token!r}")
+        if not token:
+            raise ValueError("special_tokens must be non-empty strings, got ''")
+    if len(set(special_tokens)) != len(special_tokens):
+        raise ValueError(f"special_tokens must not repeat, got duplicates in {special_tokens}")
+    try:
+        vocab_size = operator.index(vocab_size)  # ints, numpy ints; not 1024.0 or "1024"
+    except TypeError:
+        raise TypeError(f"vocab_size must be an integer, got {vocab_size!r}") from None
+    minimum = 256 + len(special_tokens)
+    if vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size must be at least {minimum} (256 byte tokens + {len(special_tokens)} "
+            f"special tokens), got {vocab_size}"
+        )
+    return vocab_size, special_tokens
+
+
+def check_special_arg(name: str, value: object) -> None:
+    # A str is a collection of characters: "<|endoftext|>" would quietly mean {"<", "|", ...}.
+    if isinstance(value, str) and value != "all":
+        raise TypeError(
+            f"{name} must be 'all' or a set of special tokens, got the string {value!r}; "
+            f"for a single token, write {name}={{{value!r}}}"
+        )
