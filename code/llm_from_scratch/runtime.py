@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,18 +59,39 @@ def _cpu_times(cores: set[int]) -> tuple[float, float]:
     return idle, total
 
 
+class CoreWatch:
+    """Cores that *other* processes leave free, measured between two calls, without waiting.
+
+    This process's own CPU time counts as free: the cores it uses are the ones it could keep.
+    """
+
+    def __init__(self) -> None:
+        self.cores = os.sched_getaffinity(0)
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        idle, total = _cpu_times(self.cores)
+        own = (os.times().user + os.times().system) * os.sysconf("SC_CLK_TCK")
+        return idle, total, own
+
+    def free(self) -> float | None:
+        """Free cores since the last call (``None`` if no time passed)."""
+        now = self._sample()
+        (idle0, total0, own0), self.last = self.last, now
+        if now[1] <= total0:
+            return None
+        share = (now[0] - idle0 + now[2] - own0) / (now[1] - total0)
+        return len(self.cores) * min(1.0, share)
+
+
 def free_cores(sample_seconds: float = 0.25) -> float | None:
     """How many of this process's cores sat idle over a short sample (``None``: unknown)."""
     try:
-        cores = os.sched_getaffinity(0)
-        idle0, total0 = _cpu_times(cores)
+        watch = CoreWatch()
         time.sleep(sample_seconds)
-        idle1, total1 = _cpu_times(cores)
+        return watch.free()
     except (OSError, AttributeError, ValueError):  # not Linux
         return None
-    if total1 <= total0:
-        return None
-    return len(cores) * (idle1 - idle0) / (total1 - total0)
 
 
 def threads_for(free: float, cores: int) -> int:
@@ -81,8 +102,8 @@ def threads_for(free: float, cores: int) -> int:
 def use_free_cores() -> int:
     """Set PyTorch's CPU threads to the number of free cores; returns the number chosen.
 
-    ``$LLMFS_THREADS`` (or ``$OMP_NUM_THREADS``) fixes the number instead. A busy machine at
-    import time gets fewer threads; one that becomes busy later keeps what it was given.
+    ``$LLMFS_THREADS`` (or ``$OMP_NUM_THREADS``) fixes the number instead. Called when the
+    package is imported; during training, :class:`ThreadGovernor` follows the load as it changes.
     """
     fixed = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
     if fixed:
@@ -95,6 +116,33 @@ def use_free_cores() -> int:
         threads = threads_for(free, cores)
     torch.set_num_threads(threads)
     return threads
+
+
+class ThreadGovernor:
+    """Keeps PyTorch's CPU threads at the cores other processes leave free, during training.
+
+    Called after every step, it looks at the load every ``interval`` seconds (no waiting: it
+    compares with the previous look) and changes the thread count only when that changes. A
+    fixed ``$LLMFS_THREADS`` or ``$OMP_NUM_THREADS`` turns it off.
+    """
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval, self.next_look = interval, time.monotonic() + interval
+        fixed = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
+        try:
+            self.watch = None if fixed else CoreWatch()
+        except (OSError, AttributeError, ValueError):  # not Linux
+            self.watch = None
+
+    def __call__(self) -> None:
+        if self.watch is None or time.monotonic() < self.next_look:
+            return
+        self.next_look = time.monotonic() + self.interval
+        free = self.watch.free()
+        if free is not None:
+            threads = threads_for(free, len(self.watch.cores))
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- precision
@@ -208,6 +256,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     compiled: bool = False
+    governor: ThreadGovernor = field(default_factory=ThreadGovernor, compare=False, repr=False)
 
     @classmethod
     def setup(cls, config) -> Runtime:
@@ -235,6 +284,11 @@ class Runtime:
             # generated kernels; the first step pays for the compilation. Evaluation stays eager.
             model = torch.compile(model, dynamic=False)
         return model
+
+    def fit_threads(self) -> None:
+        """Follow the machine's load on a CPU (see :class:`ThreadGovernor`)."""
+        if self.device.type == "cpu":
+            self.governor()
 
     def precision(self) -> contextlib.AbstractContextManager:
         return autocast(self.device.type, self.dtype)

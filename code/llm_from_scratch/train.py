@@ -368,6 +368,7 @@ def train(
             loss, grad_norm = train_step(step_model, optimizer, batch, config, lr, loss_fn,
                                          rt.precision(), rt.world_size)
             state.record(loss, time.perf_counter() - t0, config.eval_interval)
+            rt.fit_threads()  # another program may have taken a core since the last look
             if state.step % config.eval_interval == 0 or state.step == config.max_steps:
                 row = log_evaluation(model, val_data, config, state, lr, grad_norm, loss_fn)
                 bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -78,6 +79,49 @@ def test_free_cores_is_a_fraction_of_this_process_cores():
     if free is None:
         pytest.skip("no /proc/stat here")
     assert 0.0 <= free <= len(os.sched_getaffinity(0)) + 1e-9
+
+
+class FakeClock:
+    """/proc/stat and this process's CPU time, advanced by hand: (idle, total, own) jiffies."""
+
+    def __init__(self, monkeypatch):
+        self.idle = self.total = self.own = 0.0
+        monkeypatch.setattr(runtime, "_cpu_times", lambda cores: (self.idle, self.total))
+        ticks = runtime.os.sysconf("SC_CLK_TCK")
+        times = lambda: SimpleNamespace(user=self.own / ticks, system=0.0)  # noqa: E731
+        monkeypatch.setattr(runtime.os, "times", times)
+        monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+    def advance(self, idle: float, own: float, total: float = 200.0) -> None:
+        self.idle, self.own, self.total = self.idle + idle, self.own + own, self.total + total
+
+
+def test_core_watch_counts_this_process_cpu_as_free(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    watch = runtime.CoreWatch()
+    clock.advance(idle=0, own=100)  # we use one core, another program the other
+    assert watch.free() == pytest.approx(1.0)
+    clock.advance(idle=100, own=100)  # we use one core, the other is idle
+    assert watch.free() == pytest.approx(2.0)
+
+
+def test_thread_governor_follows_the_load(monkeypatch, restore_threads):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    clock = FakeClock(monkeypatch)
+    torch.set_num_threads(2)
+    governor = runtime.ThreadGovernor(interval=0.0)
+    clock.advance(idle=0, own=100)  # a busy loop took a core
+    governor()
+    assert torch.get_num_threads() == 1
+    clock.advance(idle=100, own=100)  # it ended
+    governor()
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv(THREADS_ENV, "2")  # a fixed number is left alone
+    fixed = runtime.ThreadGovernor(interval=0.0)
+    clock.advance(idle=0, own=100)
+    fixed()
+    assert torch.get_num_threads() == 2
 
 
 # ---- precision --------------------------------------------------------------------------
