@@ -16,14 +16,17 @@ Lesson        Modules
 8             ``optim`` (AdamW, schedule), ``train`` (the loop), ``checkpoint``,
               ``distributed`` (torchrun), ``presets``, ``cli``, ``trained`` (cached
               trained models, the book's model)
+9             ``generation`` (sampling filters, ``generate``, beam search, streaming),
+              ``perplexity``, ``attention.KVCache`` (the KV cache), ``generate`` (the
+              command line that talks to a model)
 all           ``runtime`` (threads, precision, compilation), ``artifacts`` (disk cache),
               ``source`` (showing the package's code in the lessons)
 ============  ==========================================================================
 
 Lower modules never import higher ones: ``tokenizer_base``, ``bpe_merge``, ``tokenizer_files``
-→ ``tokenizer`` → ``data``; ``positions``, ``norm``,
-``runtime`` → ``attention`` → ``blocks`` → ``model``; ``optim``, ``checkpoint``,
-``distributed`` → ``train`` → ``presets`` → ``trained`` → ``progression``; ``cli`` on top.
+→ ``tokenizer`` → ``data``; ``positions``, ``norm``, ``runtime`` → ``attention`` → ``blocks``
+→ ``model`` → ``perplexity`` → ``generation``; ``optim``, ``checkpoint``, ``distributed`` → ``train``
+→ ``presets`` → ``trained`` → ``progression``; ``cli`` and ``generate`` on top.
 
 Importing the package sets PyTorch's CPU threads to the cores that are free
 (:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number).

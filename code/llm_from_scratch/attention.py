@@ -27,13 +27,18 @@ from llm_from_scratch.positions import RotaryEmbedding
 from llm_from_scratch.runtime import fused_attention
 
 
-def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(T, T)`` boolean lower triangle: position ``t`` may attend to positions ``0..t``.
+def causal_mask(T: int, device: torch.device | str | None = None, past: int = 0) -> torch.Tensor:
+    """``(T, past + T)`` boolean lower triangle: query ``t`` may attend to keys ``0..past + t``.
+
+    ``past`` counts the keys of earlier tokens that a KV cache holds in front of the ``T`` new
+    ones (Lesson 9): the diagonal then sits ``past`` columns to the right.
 
     >>> causal_mask(3).int().tolist()
     [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    >>> causal_mask(2, past=1).int().tolist()
+    [[1, 1, 0], [1, 1, 1]]
     """
-    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(past)
 
 
 def padding_mask(lengths: torch.Tensor | list[int], T: int | None = None) -> torch.Tensor:
@@ -122,10 +127,11 @@ def check_heads(n_embd: int, n_head: int, n_kv_head: int | None = None) -> None:
         )
 
 
-def _check_length(T: int, block_size: int) -> None:
-    if T > block_size:
+def _check_length(T: int, block_size: int, past: int = 0) -> None:
+    if past + T > block_size:
+        length = f"{past} cached + {T} new positions" if past else f"sequence length {T}"
         raise ValueError(
-            f"sequence length {T} exceeds block_size={block_size}: the model was built for at "
+            f"{length} exceeds block_size={block_size}: the model was built for at "
             f"most {block_size} positions; crop the input to its last {block_size} tokens"
         )
 
@@ -162,6 +168,43 @@ class SelfAttentionHead(nn.Module):
         _check_length(x.size(1), self.block_size)
         q, k, v = self.query(x), self.key(x), self.value(x)  # (B, T, head_size) each
         return attention(q, k, v, is_causal=self.causal, return_weights=return_weights)
+
+
+class KVCache:
+    """The keys and values that one attention layer has computed so far (Lesson 9).
+
+    In a causal layer, the keys and values of earlier tokens never change when later tokens
+    arrive, so generation keeps them instead of recomputing them: each step computes keys and
+    values for its new tokens only and appends them here. They are stored as
+    ``(B, n_kv_head, T, head_size)``, before grouped-query attention repeats them, which is why
+    GQA shrinks the cache.
+
+    >>> cache = KVCache()
+    >>> k, v = cache.append(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4))
+    >>> k, v = cache.append(torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4))
+    >>> len(cache), tuple(k.shape)
+    (4, (1, 2, 4, 4))
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        """The number of positions cached."""
+        return 0 if self.keys is None else self.keys.size(-2)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new positions' keys and values; return all of them, the cached ones first."""
+        if self.keys is not None and self.values is not None:
+            k, v = torch.cat((self.keys, k), dim=-2), torch.cat((self.values, v), dim=-2)
+        self.keys, self.values = k, v
+        return k, v
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the batch rows ``rows`` in that order, repeats allowed: beam search reorders so."""
+        if self.keys is not None and self.values is not None:
+            self.keys, self.values = self.keys[rows], self.values[rows]
 
 
 class MultiHeadAttention(nn.Module):
@@ -213,10 +256,18 @@ class MultiHeadAttention(nn.Module):
         x: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         return_weights: bool = False,
+        *,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention over ``x`` ``(B, T, n_embd)``.
+
+        With a ``kv_cache`` (Lesson 9), ``x`` holds only the tokens that follow the cached ones:
+        their keys and values join the cache, and their queries attend to every cached key.
+        """
         _check_input(x, self.n_embd)
         B, T, C = x.shape
-        _check_length(T, self.block_size)
+        past = 0 if kv_cache is None else self._cached_length(kv_cache, padding_mask)
+        _check_length(T, self.block_size, past)
         kv_dim = self.n_kv_head * self.head_size
         q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=-1)
         # (B, T, heads * head_size) -> (B, heads, T, head_size): heads become a batch dimension.
@@ -224,7 +275,10 @@ class MultiHeadAttention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)
         if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
+            # The new tokens sit at positions past, past + 1, ...: rotate them by those angles.
+            q, k = self.rope(q, offset=past), self.rope(k, offset=past)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # every key and value so far, cached ones first
         if self.n_kv_head != self.n_head:
             # Each key/value head is shared by n_head / n_kv_head consecutive query heads.
             repeat = self.n_head // self.n_kv_head
@@ -239,12 +293,16 @@ class MultiHeadAttention(nn.Module):
             mask = padding_mask[:, None, None, :]  # (B, 1, 1, T): hide padded keys
         dropout_p = self.dropout if self.training else 0.0
         if return_weights:
+            # attention() aligns its causal mask to the last key, so cached keys need nothing more
             y, weights = attention(
                 q, k, v, mask=mask, is_causal=self.causal, dropout_p=dropout_p, return_weights=True
             )
         else:
-            if mask is not None and self.causal:
-                mask = mask & causal_mask(T, x.device)
+            if self.causal and (mask is not None or past):
+                # An explicit mask: PyTorch's is_causal aligns to the *first* key, which would hide
+                # the cached keys from the new queries (Lesson 6).
+                causal = causal_mask(T, x.device, past)
+                mask = causal if mask is None else mask & causal
             # PyTorch's fused kernel (F.scaled_dot_product_attention), equal to attention() above
             y = fused_attention(
                 q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
@@ -253,3 +311,13 @@ class MultiHeadAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         y = self.resid_dropout(self.c_proj(y))
         return (y, weights) if return_weights else y
+
+    def _cached_length(self, kv_cache: KVCache, padding_mask: torch.Tensor | None) -> int:
+        if not self.causal:
+            raise ValueError(
+                "a KV cache needs causal attention: without the mask, earlier tokens' outputs "
+                "depend on later tokens, and a cache cannot update them"
+            )
+        if padding_mask is not None:
+            raise ValueError("padding_mask cannot be combined with a kv_cache")
+        return len(kv_cache)

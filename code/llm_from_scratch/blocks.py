@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_from_scratch.attention import MultiHeadAttention
+from llm_from_scratch.attention import KVCache, MultiHeadAttention
 from llm_from_scratch.norm import make_norm
 
 #: GELU forms: GPT-2's tanh approximation, or the exact function.
@@ -98,8 +98,14 @@ class Block(nn.Module):
         out = layer(x, **kwargs)
         return norm(x + out if self.residual else out)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self._sublayer(x, self.ln_1, self.attn, padding_mask=padding_mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = self._sublayer(x, self.ln_1, self.attn, padding_mask=padding_mask, kv_cache=kv_cache)
         if self.mlp is not None:
             x = self._sublayer(x, self.ln_2, self.mlp)
         return x

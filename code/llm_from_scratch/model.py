@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_from_scratch.attention import check_heads
+from llm_from_scratch.attention import KVCache, check_heads
 from llm_from_scratch.blocks import GELU_FORMS, Block
 from llm_from_scratch.norm import make_norm
 from llm_from_scratch.positions import sinusoidal_positions
@@ -105,57 +105,16 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | 
 
 
 class LanguageModel(nn.Module):
-    """Shared by the book's models: checking their input, sampling from their predictions."""
+    """Shared by the book's models: vocabulary and context size, and checking their input.
+
+    :func:`llm_from_scratch.generation.generate` samples text from any of them (Lesson 9).
+    """
 
     vocab_size: int
     block_size: int | None
     #: Check the ids of every call. The trainer checks its whole dataset once and turns this
     #: off while it trains (reading the ids would make every step wait for them).
     check_inputs: bool = True
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Append ``max_new_tokens`` sampled tokens to each row of ``idx`` ``(B, T)``.
-
-        Each step feeds the last ``block_size`` tokens, divides the final logits by
-        ``temperature`` and samples (from the ``top_k`` most likely tokens, if given).
-        Lesson 9 makes this fast with a KV cache.
-        """
-        if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
-            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
-        check_ids(idx, self.vocab_size, None)
-        if idx.size(1) == 0:
-            raise ValueError("idx must hold at least one token per row to continue from")
-        was_training = self.training
-        self.eval()
-        try:
-            for _ in range(max_new_tokens):
-                context = idx if self.block_size is None else idx[:, -self.block_size :]
-                logits = self(context)[0][:, -1, :].float()
-                # Subtract the maximum before dividing: a tiny temperature then gives 0 and
-                # -inf (greedy), never inf - inf = nan. A temperature below float32's smallest
-                # normal number would round to 0 (and 0 / 0 = nan); any such value is greedy.
-                scale = max(temperature, torch.finfo(logits.dtype).tiny)
-                logits = (logits - logits.max(dim=-1, keepdim=True).values) / scale
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-                idx = torch.cat((idx, next_id), dim=1)
-        finally:
-            self.train(was_training)
-        return idx
 
 
 class BigramLanguageModel(LanguageModel):
@@ -246,23 +205,56 @@ class GPT(LanguageModel):
         """Distinct parameters (a tied matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def new_kv_cache(self) -> list[KVCache]:
+        """An empty KV cache for :meth:`forward`: one :class:`KVCache` per block (Lesson 9)."""
+        return [KVCache() for _ in self.h]
+
     def forward(
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
+        *,
+        kv_cache: list[KVCache] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits ``(B, T, vocab_size)`` for ids ``(B, T)``, and the loss if ``targets`` given."""
+        """Logits ``(B, T, vocab_size)`` for ids ``(B, T)``, and the loss if ``targets`` given.
+
+        With ``kv_cache`` (from :meth:`new_kv_cache`), ``idx`` continues the tokens the cache
+        has seen: it reads only the new ones and adds their keys and values to the cache.
+
+        >>> model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8))
+        >>> ids, cache = torch.tensor([[1, 2, 3]]), model.new_kv_cache()
+        >>> first = model(ids[:, :2], kv_cache=cache)[0]        # reads tokens 0 and 1
+        >>> step = model(ids[:, 2:], kv_cache=cache)[0]         # reads token 2 only
+        >>> torch.allclose(step[:, -1], model(ids)[0][:, -1], atol=1e-6)
+        True
+        """
         if self.check_inputs:
             check_ids(idx, self.vocab_size, self.block_size)
+        past = 0 if kv_cache is None else self._cached_length(kv_cache, idx.size(1))
         T = idx.size(1)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+            x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
         elif self.pos_table is not None:
-            x = x + self.pos_table[:T]
+            x = x + self.pos_table[past : past + T]
         x = self.drop(x)
-        for block in self.h:
-            x = block(x, padding_mask=padding_mask)
+        for i, block in enumerate(self.h):
+            layer_cache = None if kv_cache is None else kv_cache[i]
+            x = block(x, padding_mask=padding_mask, kv_cache=layer_cache)
         logits = self.lm_head(self.ln_f(x))
         return logits, _loss(logits, targets)
+
+    def _cached_length(self, kv_cache: list[KVCache], T: int) -> int:
+        if len(kv_cache) != len(self.h):
+            raise ValueError(
+                f"kv_cache has {len(kv_cache)} layers, the model {len(self.h)}: "
+                "make one with model.new_kv_cache()"
+            )
+        past = len(kv_cache[0])
+        if past + T > self.block_size:
+            raise ValueError(
+                f"{past} cached + {T} new tokens exceed block_size={self.block_size}: start a new "
+                f"cache from the last {self.block_size} tokens"
+            )
+        return past

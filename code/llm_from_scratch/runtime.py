@@ -228,6 +228,25 @@ def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) inside the block; the model's own mode again after it, even on error.
+
+    >>> model = torch.nn.Dropout(0.5)
+    >>> with evaluating(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
 def inputs_checked_once(model: torch.nn.Module) -> Iterator[None]:
     """Turn off the model's per-call id check while the trainer runs it (restored after).
 

@@ -234,17 +234,15 @@ def evaluate(
     ``max_batches=None`` every example is used exactly once, so two evaluations agree.
     """
     data = as_dataset(data, block_size)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for i, batch in enumerate(data.batches(batch_size)):
-        if max_batches is not None and i >= max_batches:
-            break
-        n = count_targets(batch)
-        total += loss_fn(model, tuple(t.to(device) for t in batch)).item() * n
-        count += n
-    model.train(was_training)
+    with runtime.evaluating(model):
+        for i, batch in enumerate(data.batches(batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            n = count_targets(batch)
+            total += loss_fn(model, tuple(t.to(device) for t in batch)).item() * n
+            count += n
     return total / count
 
 

@@ -15,6 +15,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests must never reach the hub
 transformers = pytest.importorskip("transformers")
 
+from llm_from_scratch.generation import generate  # noqa: E402
 from llm_from_scratch.gpt2 import gpt2_config, load_hf_gpt2  # noqa: E402
 from llm_from_scratch.model import GPT  # noqa: E402
 
@@ -78,7 +79,7 @@ def test_greedy_generation_matches_transformers(tmp_path):
     prompt = torch.tensor([[5, 17, 42]])
     with torch.no_grad():
         expected = hf.generate(prompt, max_new_tokens=10, do_sample=False, pad_token_id=0)
-    got = ours.generate(prompt, max_new_tokens=10, top_k=1)  # top-1 sampling is greedy
+    got = generate(ours, prompt, max_new_tokens=10, temperature=0)  # greedy
     assert torch.equal(got, expected)
 
 
