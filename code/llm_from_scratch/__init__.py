@@ -25,8 +25,8 @@ all           ``runtime`` (threads, precision, compilation), ``artifacts`` (disk
 
 Lower modules never import higher ones: ``tokenizer_base``, ``bpe_merge``, ``tokenizer_files``
 → ``tokenizer`` → ``data``; ``positions``, ``norm``, ``runtime`` → ``attention`` → ``blocks``
-→ ``model`` → ``perplexity`` → ``generation``; ``optim``, ``checkpoint``, ``distributed`` → ``train``
-→ ``presets`` → ``trained`` → ``progression``; ``cli`` and ``generate`` on top.
+→ ``model`` → ``perplexity`` → ``generation``; ``optim``, ``checkpoint``, ``distributed``
+→ ``train`` → ``presets`` → ``trained`` → ``progression``; ``cli`` and ``generate`` on top.
 
 Importing the package sets PyTorch's CPU threads to the cores that are free
 (:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number).

@@ -1,5 +1,7 @@
-"""``python -m llm_from_scratch train ...``: the book's command line (see :mod:`.cli`)."""
+"""``python -m llm_from_scratch train|generate ...``: the book's command line (see :mod:`.cli`)."""
 
 from llm_from_scratch.cli import main
 
-main()
+result = main()
+# generate returns its exit status; train returns its result, and success
+raise SystemExit(result if isinstance(result, int) else 0)

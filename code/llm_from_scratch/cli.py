@@ -159,7 +159,14 @@ def report(name, preset, config, per_char, result, world_size, run_dir) -> None:
           f"{per_char:.4f} nats/char", flush=True)
 
 
-COMMANDS = {"train": train_main}
+def generate_main(argv: list[str] | None = None) -> int:
+    """The ``generate`` command: ``python -m llm_from_scratch.generate``."""
+    from llm_from_scratch import generate  # the text generator sits on top, beside this module
+
+    return generate.main(argv)
+
+
+COMMANDS = {"train": train_main, "generate": generate_main}
 
 
 def main(argv: list[str] | None = None) -> object:
