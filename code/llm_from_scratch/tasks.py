@@ -1,0 +1,297 @@
+"""A seeded, synthetic instruction dataset whose answers a program can check.
+
+Each task is a request in one of a few *families* ("repeat these words", "which number is
+larger") and a short, unique answer. The answer is never looked up: :func:`answer` parses the
+request and computes it, so :func:`score` can check a model's reply to any prompt of a family,
+generated here or written by hand. Each family has several phrasings, and families share the
+shapes of their requests (a line of words, two numbers), so a model has to read the request,
+not just its shape, to answer well. Everything is ASCII, made of words from the plays, and short
+enough that a prompt and its answer fit in a 128-token context.
+
+>>> train, test = task_split(600, 60, seed=0)
+>>> len(train), len(test), {t.prompt for t in test}.isdisjoint(t.prompt for t in train)
+(600, 60, True)
+>>> answer("reverse_words", "Reverse these words: fair Verona sweet")
+'sweet Verona fair'
+>>> score("add", "What is 7 plus 12?", " 19\\n")
+1.0
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+#: The task families, in the order that generation cycles through them.
+FAMILIES: tuple[str, ...] = (
+    "repeat",
+    "last_word",
+    "count_words",
+    "larger",
+    "reverse_words",
+    "add",
+)
+
+# ``{words}`` is a line of words, ``{a}`` and ``{b}`` are numbers. Within a family no phrasing
+# is the start of another, and across families they differ, so a prompt parses one way only.
+#: The phrasings of each family's request.
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "repeat": (
+        "Repeat after me: {words}",
+        "Say back to me, good sir: {words}",
+        "Prithee, speak these words again: {words}",
+    ),
+    "last_word": (
+        "What is the last word of this line: {words}",
+        "Tell me, good sir, the final word: {words}",
+        "Which word doth end this line? {words}",
+    ),
+    "count_words": (
+        "How many words are in this line: {words}",
+        "Count the words, I pray thee: {words}",
+        "How many words hath this line? {words}",
+    ),
+    "larger": (
+        "Which is larger, {a} or {b}?",
+        "Of {a} and {b}, which is the greater?",
+        "Name the larger number, good sir: {a} or {b}",
+    ),
+    "reverse_words": (
+        "Reverse these words: {words}",
+        "Say these words backward: {words}",
+        "Prithee, speak these words in reverse: {words}",
+    ),
+    "add": (
+        "What is {a} plus {b}?",
+        "Add {a} and {b}.",
+        "Tell me, what is the sum of {a} and {b}?",
+    ),
+}
+
+#: Common words of Tiny Shakespeare (each occurs there), at most eight letters long.
+WORDS: tuple[str, ...] = tuple(
+    """
+    love heart blood night day sun moon star king queen lord lady prince duke crown sword
+    death life time world heaven earth fire water air grief joy hope fear honour shame
+    truth faith grace mercy peace war friend enemy father mother brother sister son
+    daughter husband wife child man woman maid soldier servant master gentle noble fair
+    sweet bold brave true false good bad dear poor proud young old happy sad
+    speak hear see look come go stay fly fight kill die live weep laugh sing sleep dream
+    wake bring give take hold keep leave send tell ask know think swear pray bless curse
+    rose flower garden tree field house gate tower wall street city court throne grave
+    tomb church bed table book letter word name tongue eye hand face head arm foot
+    gold silver horse dog bird wind storm rain cloud sea ship morning summer winter
+    spring cold warm dark light black white green red blue tears soul power blow
+    Romeo Juliet Verona Rome Padua Mantua Warwick York Richard Henry Edward Clarence
+    Angelo Isabella Lucio Marcius Tybalt Paris Capulet Montague Nurse Friar
+    hither thither anon ere oft alas marry prithee thou thee thy thine art hath doth
+    """.split()
+)
+
+# How many words each word family's generated line has (parsing accepts any number).
+_WORD_COUNTS = {"repeat": (1, 3), "last_word": (3, 7), "count_words": (1, 6),
+                "reverse_words": (2, 4)}
+_LARGER_BELOW = 100  # "larger" draws two different numbers below this
+_ADD_BELOW = 20  # "add" draws two numbers below this
+
+_WORD = re.compile(r"[A-Za-z]+")
+_SLOTS = {"{words}": r"(?P<words>\S.*)", "{a}": r"(?P<a>[0-9]+)", "{b}": r"(?P<b>[0-9]+)"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One request and its answer.
+
+    >>> Task("add", "Add 2 and 3.", "5").answer
+    '5'
+    """
+
+    family: str
+    prompt: str
+    answer: str
+
+
+def _compile(phrasing: str) -> re.Pattern[str]:
+    """The regular expression that matches ``phrasing`` with its slots filled."""
+    parts = re.split(r"(\{words\}|\{a\}|\{b\})", phrasing)
+    return re.compile("".join(_SLOTS.get(part, re.escape(part)) for part in parts))
+
+
+_PATTERNS = {family: tuple(map(_compile, PHRASINGS[family])) for family in FAMILIES}
+
+
+def _check_family(task: str) -> None:
+    if task not in FAMILIES:
+        raise ValueError(f"task must be one of {FAMILIES}, got {task!r}")
+
+
+def _parse(task: str, prompt: str) -> tuple[list[str], list[int]]:
+    """The words and the numbers of a ``task`` prompt; ValueError if it is not one."""
+    _check_family(task)
+    for pattern in _PATTERNS[task]:
+        match = pattern.fullmatch(prompt.strip())
+        if match is None:
+            continue
+        slots = match.groupdict()
+        words = slots.get("words", "").split()
+        if not all(_WORD.fullmatch(word) for word in words):
+            raise ValueError(f"{task} prompt must end in words of letters, got {prompt!r}")
+        return words, [int(slots[name]) for name in ("a", "b") if name in slots]
+    raise ValueError(f"not a {task} prompt (phrasings: {PHRASINGS[task]}): {prompt!r}")
+
+
+_SOLVERS: dict[str, Callable[[list[str], list[int]], str]] = {
+    "repeat": lambda words, _: " ".join(words),
+    "last_word": lambda words, _: words[-1],
+    "count_words": lambda words, _: str(len(words)),
+    "larger": lambda _, numbers: str(max(numbers)),
+    "reverse_words": lambda words, _: " ".join(reversed(words)),
+    "add": lambda _, numbers: str(sum(numbers)),
+}
+
+
+def answer(task: str, prompt: str) -> str:
+    """The correct answer to ``prompt``, a request of family ``task``, computed from the prompt.
+
+    Words in answers are separated by single spaces; numbers are written in decimal digits.
+
+    >>> answer("larger", "Of 57 and 23, which is the greater?")
+    '57'
+    >>> answer("count_words", "Count the words, I pray thee: O Romeo Romeo")
+    '3'
+    """
+    words, numbers = _parse(task, prompt)  # first, as it checks that ``task`` is a family
+    return _SOLVERS[task](words, numbers)
+
+
+def score(task: str, prompt: str, reply: str) -> float:
+    """1.0 if ``reply``, stripped of surrounding whitespace, is the answer to ``prompt``, else 0.0.
+
+    The comparison is otherwise exact, capitals included.
+
+    >>> score("last_word", "Which word doth end this line? fair sweet Juliet", "Juliet ")
+    1.0
+    >>> score("last_word", "Which word doth end this line? fair sweet Juliet", "juliet")
+    0.0
+    """
+    return 1.0 if reply.strip() == answer(task, prompt) else 0.0
+
+
+def _make_task(family: str, rng: random.Random) -> Task:
+    """One task of ``family``, drawn with ``rng``."""
+    phrasing = rng.choice(PHRASINGS[family])
+    if family in _WORD_COUNTS:
+        words = " ".join(rng.sample(WORDS, rng.randint(*_WORD_COUNTS[family])))
+        prompt = phrasing.format(words=words)
+    elif family == "larger":
+        a, b = rng.sample(range(_LARGER_BELOW), 2)  # different, so "the larger" is clear
+        prompt = phrasing.format(a=a, b=b)
+    else:
+        prompt = phrasing.format(a=rng.randrange(_ADD_BELOW), b=rng.randrange(_ADD_BELOW))
+    return Task(family, prompt, answer(family, prompt))
+
+
+def _check_count(name: str, n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {n!r}")
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int (any value), got {seed!r}")
+
+
+def _check_families(families: Sequence[str] | None) -> tuple[str, ...]:
+    if families is None:
+        return FAMILIES
+    # a lone string is a sequence of letters, never what was meant
+    chosen = (families,) if isinstance(families, str) else tuple(families)
+    if isinstance(families, str) or not chosen or len(set(chosen)) < len(chosen) or any(
+        family not in FAMILIES for family in chosen
+    ):
+        raise ValueError(
+            f"families must be a non-empty list of distinct names from {FAMILIES}, "
+            f"got {families!r}"
+        )
+    return chosen
+
+
+def _balanced(n: int, families: tuple[str, ...], rng: random.Random) -> list[str]:
+    """``n`` family names, each family within one of the others' counts, in a random order."""
+    order = [families[i % len(families)] for i in range(n)]
+    rng.shuffle(order)
+    return order
+
+
+def make_tasks(n: int, *, seed: int, families: Sequence[str] | None = None) -> list[Task]:
+    """``n`` tasks, the families (default: all of :data:`FAMILIES`) balanced, shuffled.
+
+    The same ``seed`` gives the same tasks; prompts may repeat (see :func:`task_split`).
+
+    >>> tasks = make_tasks(4, seed=0, families=["add", "larger"])
+    >>> sorted(t.family for t in tasks)
+    ['add', 'add', 'larger', 'larger']
+    >>> all(score(t.family, t.prompt, t.answer) == 1.0 for t in tasks)
+    True
+    """
+    _check_count("n", n)
+    _check_seed(seed)
+    chosen = _check_families(families)
+    rng = random.Random(seed)
+    return [_make_task(family, rng) for family in _balanced(n, chosen, rng)]
+
+
+def _draw(family: str, rng: random.Random, avoid: set[str], what: str) -> Task:
+    """A task of ``family`` whose prompt is not in ``avoid``."""
+    for _ in range(10_000):
+        task = _make_task(family, rng)
+        if task.prompt not in avoid:
+            return task
+    raise ValueError(f"{what} is too large: {family} has too few distinct prompts left")
+
+
+def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task], list[Task]]:
+    """``n_train`` training tasks and ``n_test`` held-out ones, families balanced in each.
+
+    The held-out prompts are distinct, and none of them occurs in the training tasks, which
+    may repeat a prompt (small families such as "add" have only 1200 prompts).
+
+    >>> train, test = task_split(30, 12, seed=1)
+    >>> train == task_split(30, 12, seed=1)[0], len({t.prompt for t in test})
+    (True, 12)
+    """
+    _check_count("n_train", n_train)
+    _check_count("n_test", n_test)
+    _check_seed(seed)
+    rng = random.Random(seed)
+    held_out: set[str] = set()
+    test = []
+    for family in _balanced(n_test, FAMILIES, rng):
+        test.append(_draw(family, rng, held_out, "n_test"))
+        held_out.add(test[-1].prompt)
+    # training may repeat a prompt, so it runs short only where the held-out set took them all
+    train = [_draw(family, rng, held_out, "n_test") for family in _balanced(n_train, FAMILIES, rng)]
+    return train, test
+
+
+def accuracy(tasks: Sequence[Task], replies: Sequence[str]) -> dict[str, float]:
+    """The mean :func:`score` of ``replies`` per family present in ``tasks``, and over "all".
+
+    >>> tasks = make_tasks(4, seed=0, families=["add", "repeat"])
+    >>> accuracy(tasks, [t.answer if t.family == "add" else "nay" for t in tasks])
+    {'repeat': 0.0, 'add': 1.0, 'all': 0.5}
+    """
+    if len(tasks) != len(replies):
+        raise ValueError(
+            f"replies must have one reply per task: {len(replies)} replies, {len(tasks)} tasks"
+        )
+    if not tasks:
+        raise ValueError("tasks must not be empty: the accuracy of no tasks is undefined")
+    scores: dict[str, list[float]] = {family: [] for family in FAMILIES}
+    for task, reply in zip(tasks, replies, strict=True):
+        scores[task.family].append(score(task.family, task.prompt, reply))
+    result = {family: sum(s) / len(s) for family, s in scores.items() if s}
+    result["all"] = sum(map(sum, scores.values())) / len(tasks)
+    return result
