@@ -19,6 +19,9 @@ Lesson        Modules
 9             ``generation`` (sampling filters, ``generate``, beam search, streaming),
               ``perplexity``, ``attention.KVCache`` (the KV cache), ``generate`` (the
               command line that talks to a model)
+10            ``tasks`` (instructions with checkable answers), ``chat_template`` (chat
+              tokens, loss masking), ``lora`` (LoRA), ``sft`` (supervised fine-tuning,
+              the chat model), ``chat`` (the command line to chat with it)
 all           ``runtime`` (threads, precision, compilation), ``artifacts`` (disk cache),
               ``source`` (showing the package's code in the lessons)
 ============  ==========================================================================
@@ -26,7 +29,8 @@ all           ``runtime`` (threads, precision, compilation), ``artifacts`` (disk
 Lower modules never import higher ones: ``tokenizer_base``, ``bpe_merge``, ``tokenizer_files``
 → ``tokenizer`` → ``data``; ``positions``, ``norm``, ``runtime`` → ``attention`` → ``blocks``
 → ``model`` → ``perplexity`` → ``generation``; ``optim``, ``checkpoint``, ``distributed``
-→ ``train`` → ``presets`` → ``trained`` → ``progression``; ``cli`` and ``generate`` on top.
+→ ``train`` → ``presets`` → ``trained`` → ``progression``; ``tasks``, ``lora``,
+``chat_template`` → ``sft``; ``cli``, ``generate`` and ``chat`` on top.
 
 Importing the package sets PyTorch's CPU threads to the cores that are free
 (:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number).

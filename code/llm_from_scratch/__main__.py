@@ -1,4 +1,4 @@
-"""``python -m llm_from_scratch train|generate ...``: the book's command line (see :mod:`.cli`)."""
+"""``python -m llm_from_scratch COMMAND ...``: train, generate or chat (see :mod:`.cli`)."""
 
 from llm_from_scratch.cli import main
 

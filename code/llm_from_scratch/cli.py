@@ -166,7 +166,14 @@ def generate_main(argv: list[str] | None = None) -> int:
     return generate.main(argv)
 
 
-COMMANDS = {"train": train_main, "generate": generate_main}
+def chat_main(argv: list[str] | None = None) -> int:
+    """The ``chat`` command: ``python -m llm_from_scratch.chat``."""
+    from llm_from_scratch import chat  # the chat sits on top too, beside the text generator
+
+    return chat.main(argv)
+
+
+COMMANDS = {"train": train_main, "generate": generate_main, "chat": chat_main}
 
 
 def main(argv: list[str] | None = None) -> object:

@@ -48,6 +48,8 @@ SFT_RECIPE = TrainConfig(
     schedule="cosine", warmup_steps=10, min_lr=1e-4, eval_interval=25, eval_batches=4,
     seed=1337, dtype="float32",
 )
+#: The LoRA ranks Lesson 10 compares with full fine-tuning.
+LORA_RANKS = (4, 16)
 #: How many tasks train, and how many are held out to measure accuracy.
 N_TRAIN, N_TEST = 6000, 300
 
