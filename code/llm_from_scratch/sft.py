@@ -44,14 +44,17 @@ from llm_from_scratch.trained import (
 
 #: Fine-tuning's recipe: short, with a warmup and a cosine decay, on batches of conversations.
 SFT_RECIPE = TrainConfig(
-    block_size=128, batch_size=64, max_steps=150, learning_rate=1e-3, weight_decay=0.0,
-    schedule="cosine", warmup_steps=10, min_lr=1e-4, eval_interval=25, eval_batches=4,
-    seed=1337, dtype="float32",
+    block_size=128, batch_size=64, max_steps=300, learning_rate=3e-3, weight_decay=0.0,
+    schedule="cosine", warmup_steps=10, min_lr=3e-4, eval_interval=50, eval_batches=4,
+    seed=1337, dtype="auto",
 )
+#: LoRA's recipe: its updates pass through two small matrices, one starting at zero, so it
+#: needs a larger learning rate than full fine-tuning (Hu et al. tune it separately too).
+LORA_RECIPE = dataclasses.replace(SFT_RECIPE, learning_rate=6e-3, min_lr=6e-4)
 #: The LoRA ranks Lesson 10 compares with full fine-tuning.
-LORA_RANKS = (4, 16)
+LORA_RANKS = (8,)
 #: How many tasks train, and how many are held out to measure accuracy.
-N_TRAIN, N_TEST = 6000, 300
+N_TRAIN, N_TEST = 30000, 300
 
 
 @dataclass
@@ -93,9 +96,12 @@ def fine_tune(
     tokenizer = add_chat_tokens(base.tokenizer)
     torch.manual_seed(config.seed)
     model = resize_vocab(_copy(base.model), tokenizer.vocab_size)
+    trainable = model.num_parameters()
     if lora_rank is not None:
         add_lora(model, ("c_attn", "c_proj", "c_fc"), r=lora_rank, alpha=2 * lora_rank)
-    trainable = count_trainable(model)
+        new_rows = tokenizer.vocab_size - base.tokenizer.vocab_size
+        trainable = count_trainable(model) + new_rows * model.config.n_embd
+        unfreeze = _train_new_rows(model, new_rows)
     train_tasks, test_tasks = task_split(n_train, N_TEST, seed=0)
     result = train(
         model, chat_dataset(tokenizer, train_tasks, config.block_size),
@@ -103,6 +109,7 @@ def fine_tune(
         description="sft" if lora_rank is None else f"sft-lora-{lora_rank}",
     )
     if lora_rank is not None:
+        unfreeze.remove()
         merge_lora(model)
     return model.eval(), tokenizer, result, trainable
 
@@ -111,12 +118,13 @@ def sft_model(lora_rank: int | None = None, progress: bool = True) -> FineTuned:
     """Fine-tune the book's model (on a cache miss) or load it: the chat model of Lesson 10."""
     base = book_model(progress=progress)
     name = "sft" if lora_rank is None else f"sft-lora-{lora_rank}"
-    spec = {"base": base.name, "train": SFT_RECIPE.to_dict(), "lora_rank": lora_rank,
+    recipe = SFT_RECIPE if lora_rank is None else LORA_RECIPE
+    spec = {"base": base.name, "train": recipe.to_dict(), "lora_rank": lora_rank,
             "tasks": [N_TRAIN, N_TEST]}
 
     def compute() -> tuple[dict, dict]:
-        model, tokenizer, result, trainable = fine_tune(base, lora_rank=lora_rank,
-                                                        progress=progress)
+        model, tokenizer, result, trainable = fine_tune(base, recipe, lora_rank=lora_rank,
+                                                        n_train=N_TRAIN, progress=progress)
         info = {"result": result.to_dict(), "tokenizer": tokenizer_to_text(tokenizer),
                 "trainable_params": trainable}
         return info, model.state_dict()
@@ -173,6 +181,21 @@ def task_accuracy(
     accuracy = {f: sum(scores[f]) / len(scores[f]) for f in FAMILIES if scores[f]}
     accuracy["all"] = sum(map(sum, scores.values())) / len(tasks)
     return accuracy, answers
+
+
+def _train_new_rows(model: GPT, rows: int) -> torch.utils.hooks.RemovableHandle:
+    """Let training change the last ``rows`` rows of the (tied) embedding, and no other.
+
+    LoRA freezes the embedding, but the chat tokens' rows start as the mean row: frozen, the
+    model could never single out ``<|end|>`` to stop. A gradient mask keeps the old rows exactly
+    as they are (fine-tuning uses no weight decay, so a zero gradient means no change), as
+    ``peft``'s ``trainable_token_indices`` does. Returns the hook's handle, to remove it after.
+    """
+    weight = model.wte.weight
+    keep = torch.zeros_like(weight)
+    keep[-rows:] = 1.0
+    weight.requires_grad_(True)
+    return weight.register_hook(lambda grad: grad * keep)
 
 
 def _copy(model: GPT) -> GPT:

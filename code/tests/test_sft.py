@@ -47,8 +47,12 @@ def test_lora_fine_tuning_trains_only_the_adapters_and_merges_them(base):
     model, _, result, trainable = sft.fine_tune(base, RECIPE, lora_rank=2, n_train=400,
                                                 progress=False)
     per_block = 2 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))  # r * (in + out) per layer
-    assert trainable == 2 * per_block
+    assert trainable == 2 * per_block + 3 * 32  # and the three chat tokens' embedding rows
     assert not any("lora" in name for name in model.state_dict())  # merged back
+    old_rows = base.model.wte.weight
+    assert torch.equal(model.wte.weight[: len(old_rows)], old_rows)  # only the new rows moved
+    mean_row = old_rows.mean(dim=0)
+    assert not torch.allclose(model.wte.weight[-3:], mean_row.expand(3, -1))
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
 
 
