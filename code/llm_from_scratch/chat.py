@@ -23,7 +23,7 @@ are greedy by default (``--temperature 0``): the tasks have one right answer, th
 from __future__ import annotations
 
 import argparse
-import codecs
+import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +32,17 @@ import torch
 
 from llm_from_scratch import sft
 from llm_from_scratch.chat_template import END, Message, chat_token_ids, encode_chat
-from llm_from_scratch.data import DataUnavailableError
-from llm_from_scratch.generate import QUIT, SAMPLING_FLAGS, sampling_options
-from llm_from_scratch.generation import generate, generate_steps
-from llm_from_scratch.model import BigramLanguageModel, LanguageModel
+from llm_from_scratch.generate import (
+    QUIT,
+    SAMPLING_FLAGS,
+    add_sampling_options,
+    check_sampling,
+    exit_status,
+    new_generator,
+    sampling_options,
+)
+from llm_from_scratch.generation import decode_stream, generate_steps
+from llm_from_scratch.model import LanguageModel
 from llm_from_scratch.tokenizer import BPETokenizer
 
 #: The line that forgets the conversation so far.
@@ -68,16 +75,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, metavar="R", help="the model fine-tuned with "
                    "LoRA adapters of rank R (default: the fully fine-tuned one)")
     p.add_argument("--seed", type=int, help="seed the sampling, for reproducible replies")
-    options = p.add_argument_group("sampling (llm_from_scratch.generation.generate)")
-    options.add_argument("--temperature", type=float,
-                         help="0 is greedy, the likeliest token each time (default: 0)")
-    options.add_argument("--top-k", type=int, help="sample among the k likeliest tokens")
-    options.add_argument("--top-p", type=float, help="nucleus sampling: the likeliest tokens "
-                         "that together hold this probability, in (0, 1]")
-    options.add_argument("--min-p", type=float, help="drop tokens less likely than this "
-                         "fraction of the likeliest one's probability, in [0, 1]")
-    options.add_argument("--repetition-penalty", type=float,
-                         help="> 1 makes tokens already in the conversation less likely")
+    add_sampling_options(
+        p, temperature="0 is greedy, the likeliest token each time (default: 0)",
+        penalty="> 1 makes tokens already in the conversation less likely")
     return p
 
 
@@ -95,15 +95,7 @@ def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.message is not None and not args.message.strip():
         p.error("argument --message: give a message to answer")
     options = sampling_options(args)
-    # generate() checks the settings itself: asking it for no tokens of a one-token model
-    # checks them now, with its own rules, one flag at a time so the error names the flag.
-    probe, start = BigramLanguageModel(1), torch.zeros((1, 1), dtype=torch.long)
-    for flag, name in SAMPLING_FLAGS.items():
-        if name in options:
-            try:
-                generate(probe, start, 0, **{name: options[name]})
-            except ValueError as err:
-                p.error(f"argument {flag}: {err}")
+    check_sampling(p, options)
     if not sampling(args)["temperature"]:
         # Greedy decoding ignores the filters; silently ignoring a flag would mislead.
         for flag in FILTER_FLAGS:
@@ -173,22 +165,15 @@ class Chat:
         steps = generate_steps(self.model, torch.tensor([ids]), self.max_new_tokens,
                                eos_id=self.tokenizer.special_tokens[END],
                                generator=self.generator, **self.sampling)
-        # A token can hold part of a character's UTF-8 bytes: the decoder keeps them until the
-        # rest arrives, and "replace" turns broken bytes into U+FFFD, as tokenizer.decode does.
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # <|end|>, or a marker that starts a turn: the reply is over
+        reply = itertools.takewhile(lambda step: int(step[0, 0]) not in markers, steps)
         started = False  # the template's space before the text is not part of the reply
-        for step in steps:
-            token = int(step[0, 0])
-            if token in markers:  # <|end|>, or a marker that starts a turn: the reply is over
-                break
-            piece = decoder.decode(self.tokenizer.decode_bytes([token]))
+        for piece in decode_stream(self.tokenizer, reply):
             if not started:
                 piece = piece.lstrip()
                 started = bool(piece)
             if piece:
                 yield piece
-        if tail := decoder.decode(b"", final=True):
-            yield tail
 
     def remember(self, text: str, reply: str) -> None:
         """Add the turn to the history, unless single-turn or the reply is empty."""
@@ -253,15 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     check_options(p, args)
-    try:
+
+    def run() -> None:
         tuned = sft.sft_model(lora_rank=args.lora_rank, progress=True)  # trains on a cache miss
-        generator = torch.Generator()
-        if args.seed is None:
-            generator.seed()  # fresh replies each run: torch's default seed is the same every time
-        else:
-            generator.manual_seed(args.seed)
         chat = Chat(tuned.model, tuned.tokenizer, args.max_new_tokens, sampling(args),
-                    single_turn=not args.multi_turn, generator=generator)
+                    single_turn=not args.multi_turn, generator=new_generator(args.seed))
         smallest = len(encode_chat(chat.tokenizer, [{"role": "user", "content": "?"}],
                                    add_generation_prompt=True)[0])
         if chat.budget < smallest:
@@ -275,13 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 p.error(f"argument --message: {err}")
             say(chat.reply(ids))
-    except DataUnavailableError as err:  # the book's model, under the chat model, needs the data
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(flush=True)
-        return 130
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -71,18 +71,59 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed the sampling, for a reproducible text")
     p.add_argument("--interactive", action="store_true", help="read prompts line by line; "
                    "an empty line, 'quit' or end of input stops")
-    sampling = p.add_argument_group("sampling (llm_from_scratch.generation.generate)")
-    sampling.add_argument("--temperature", type=float, help="0 is greedy (default: 1)")
-    sampling.add_argument("--top-k", type=int, help="sample among the k likeliest tokens")
-    sampling.add_argument("--top-p", type=float, help="nucleus sampling: the likeliest tokens "
-                          "that together hold this probability, in (0, 1]")
-    sampling.add_argument("--min-p", type=float, help="drop tokens less likely than this "
-                          "fraction of the likeliest one's probability, in [0, 1]")
-    sampling.add_argument("--repetition-penalty", type=float,
-                          help="> 1 makes tokens already in the text less likely (default: 1)")
+    add_sampling_options(p, temperature="0 is greedy (default: 1)",
+                         penalty="> 1 makes tokens already in the text less likely (default: 1)")
     p.add_argument("--beams", type=_count(1), metavar="N", help="beam search with N beams "
                    "instead of sampling (the text comes all at once)")
     return p
+
+
+def add_sampling_options(p: argparse.ArgumentParser, *, temperature: str, penalty: str) -> None:
+    """The options of :data:`SAMPLING_FLAGS`, with the two help texts that differ by command."""
+    group = p.add_argument_group("sampling (llm_from_scratch.generation.generate)")
+    group.add_argument("--temperature", type=float, help=temperature)
+    group.add_argument("--top-k", type=int, help="sample among the k likeliest tokens")
+    group.add_argument("--top-p", type=float, help="nucleus sampling: the likeliest tokens "
+                       "that together hold this probability, in (0, 1]")
+    group.add_argument("--min-p", type=float, help="drop tokens less likely than this "
+                       "fraction of the likeliest one's probability, in [0, 1]")
+    group.add_argument("--repetition-penalty", type=float, help=penalty)
+
+
+def check_sampling(p: argparse.ArgumentParser, options: dict) -> None:
+    """A usage error naming the flag for any sampling option that ``generate`` refuses."""
+    # generate() checks the settings itself; asking it for no tokens of a one-token model
+    # checks them now, with its own rules, one flag at a time so the error names the flag.
+    probe, start = BigramLanguageModel(1), torch.zeros((1, 1), dtype=torch.long)
+    for flag, name in SAMPLING_FLAGS.items():
+        if name in options:
+            try:
+                generate(probe, start, 0, **{name: options[name]})
+            except ValueError as err:
+                p.error(f"argument {flag}: {err}")
+
+
+def new_generator(seed: int | None) -> torch.Generator:
+    """A generator seeded with ``seed``, or randomly: torch's default seed is the same each run."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def exit_status(run: Callable[[], object]) -> int:
+    """Run a command's work; its exit status: 1 if the data is missing, 130 on Ctrl-C, else 0."""
+    try:
+        run()
+    except DataUnavailableError as err:  # the tokenizer or the book's model needs the data
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(flush=True)
+        return 130
+    return 0
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
@@ -99,15 +140,7 @@ def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.beams is not None and options:
         flags = ", ".join(f for f, name in SAMPLING_FLAGS.items() if name in options)
         p.error(f"argument --beams: beam search keeps the likeliest tokens; it takes no {flags}")
-    # generate() checks the settings itself; asking it for no tokens of a one-token model
-    # checks them now, with its own rules, one flag at a time so the error names the flag.
-    probe, start = BigramLanguageModel(1), torch.zeros((1, 1), dtype=torch.long)
-    for flag, name in SAMPLING_FLAGS.items():
-        if name in options:
-            try:
-                generate(probe, start, 0, **{name: options[name]})
-            except ValueError as err:
-                p.error(f"argument {flag}: {err}")
+    check_sampling(p, options)
     if args.checkpoint is not None:
         run = RunDir(Path(args.checkpoint))
         if not run.checkpoint.is_file():
@@ -212,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     check_options(p, args)
-    try:
+
+    def run() -> None:
         try:
             model, tokenizer = load_model(args)
         except ValueError as err:  # a checkpoint torch cannot read, or one of another model
@@ -221,23 +255,15 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"argument --checkpoint: {err}")
         if not args.interactive and (problem := encodable(tokenizer, args.prompt)):
             p.error(f"argument --prompt: the model's tokenizer cannot encode it: {problem}")
-        generator = torch.Generator()
-        if args.seed is None:
-            generator.seed()  # a fresh text each run: torch's default seed is the same every time
-        else:
-            generator.manual_seed(args.seed)
+        generator = new_generator(args.seed)
         if args.interactive:
             interact(model, tokenizer, args, generator)
         else:
             print(args.prompt, end="", flush=True)
             write(continuation(model, tokenizer, args.prompt, args, generator))
-    except DataUnavailableError as err:  # the tokenizer or the book's model needs the data
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(flush=True)
-        return 130
-    return 0
+
+    return exit_status(run)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

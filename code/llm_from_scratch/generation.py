@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import codecs
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +33,8 @@ from llm_from_scratch.model import GPT, LanguageModel, check_ids
 from llm_from_scratch.perplexity import perplexity, perplexity_per_char
 from llm_from_scratch.runtime import evaluating
 
-__all__ = ["apply_repetition_penalty", "beam_search", "filter_logits", "generate",
-           "generate_steps", "perplexity", "perplexity_per_char", "stream"]
+__all__ = ["apply_repetition_penalty", "beam_search", "decode_stream", "filter_logits",
+           "generate", "generate_steps", "perplexity", "perplexity_per_char", "stream"]
 
 
 def filter_logits(
@@ -385,10 +385,11 @@ def stream(
     3
     """
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    return _decode(tokenizer, generate_steps(model, idx, **generate_kwargs))
+    return decode_stream(tokenizer, generate_steps(model, idx, **generate_kwargs))
 
 
-def _decode(tokenizer: Any, steps: Iterator[torch.Tensor]) -> Iterator[str]:
+def decode_stream(tokenizer: Any, steps: Iterable[torch.Tensor]) -> Iterator[str]:
+    """The text of ``steps`` (one ``(1, 1)`` token each), a piece whenever whole characters end."""
     # The decoder keeps a character's first bytes until the rest arrives; "replace" turns
     # broken bytes into U+FFFD, as tokenizer.decode does.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -26,29 +26,18 @@ from llm_from_scratch.generation import (
     generate,
     stream,
 )
-from llm_from_scratch.model import GPT, POS_ENCODINGS, BigramLanguageModel, GPTConfig, LanguageModel
+from llm_from_scratch.model import GPT, POS_ENCODINGS, BigramLanguageModel, LanguageModel
 from llm_from_scratch.tokenizer import BPETokenizer
 from llm_from_scratch.tokenizer_base import CharTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests must never reach the hub
 transformers = pytest.importorskip("transformers")
+from training_helpers import SMALL, ids, small_gpt  # noqa: E402
 from transformers.generation import logits_process as hf  # noqa: E402
 
 from llm_from_scratch.gpt2 import load_hf_gpt2  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-SMALL = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, init_std=0.2)
-
-
-def small_gpt(seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(dataclasses.replace(SMALL, **overrides)).eval()
-
-
-def ids(B: int, T: int, vocab: int = 11, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
-
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

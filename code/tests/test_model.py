@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from training_helpers import SMALL, ids, small_gpt
 
 from llm_from_scratch.attention import padding_mask
 from llm_from_scratch.blocks import Block, FeedForward
@@ -21,18 +22,6 @@ from llm_from_scratch.norm import LayerNorm, RMSNorm
 from llm_from_scratch.positions import sinusoidal_positions
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-SMALL = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, init_std=0.2)
-
-
-def small_gpt(seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(dataclasses.replace(SMALL, **overrides)).eval()
-
-
-def ids(B: int, T: int, vocab: int = 11, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
-
 
 # ---- forward and loss -------------------------------------------------------------------
 

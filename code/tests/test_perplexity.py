@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from training_helpers import ids, small_gpt
 
-from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig
+from llm_from_scratch.model import BigramLanguageModel
 from llm_from_scratch.perplexity import perplexity, perplexity_per_char
 from llm_from_scratch.tokenizer import BPETokenizer
 from llm_from_scratch.tokenizer_base import CharTokenizer
-
-SMALL = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, init_std=0.2)
-
-
-def small_gpt(**overrides) -> GPT:
-    torch.manual_seed(0)
-    return GPT(dataclasses.replace(SMALL, **overrides)).eval()
-
-
-def ids(B: int, T: int) -> torch.Tensor:
-    return torch.randint(0, 11, (B, T), generator=torch.Generator().manual_seed(0))
 
 
 def test_perplexity_is_exp_of_the_loss():

@@ -1,6 +1,8 @@
-"""A tiny GPT, its data and a short training recipe, shared by the training-loop tests."""
+"""Tiny GPTs, their data and a short training recipe, shared by the tests."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -36,3 +38,16 @@ def losses(result: TrainResult) -> list[tuple]:
     return [
         (h["step"], h["lr"], h["train_loss"], h["val_loss"], h["grad_norm"]) for h in result.history
     ]
+
+
+#: A small GPT with peaked (init_std 0.2) weights, for the model and generation tests.
+SMALL = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, init_std=0.2)
+
+
+def small_gpt(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(dataclasses.replace(SMALL, **overrides)).eval()
+
+
+def ids(B: int, T: int, vocab: int = 11, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
