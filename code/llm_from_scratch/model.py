@@ -229,6 +229,20 @@ class GPT(LanguageModel):
         >>> torch.allclose(step[:, -1], model(ids)[0][:, -1], atol=1e-6)
         True
         """
+        logits = self.lm_head(self.hidden_states(idx, padding_mask, kv_cache=kv_cache))
+        return logits, _loss(logits, targets)
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        kv_cache: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """The last block's normalized outputs ``(B, T, n_embd)``: what the head reads.
+
+        A reward model or a value head reads them instead of the logits (Lesson 10).
+        """
         if self.check_inputs:
             check_ids(idx, self.vocab_size, self.block_size)
         past = 0 if kv_cache is None else self._cached_length(kv_cache, idx.size(1))
@@ -242,8 +256,7 @@ class GPT(LanguageModel):
         for i, block in enumerate(self.h):
             layer_cache = None if kv_cache is None else kv_cache[i]
             x = block(x, padding_mask=padding_mask, kv_cache=layer_cache)
-        logits = self.lm_head(self.ln_f(x))
-        return logits, _loss(logits, targets)
+        return self.ln_f(x)
 
     def _cached_length(self, kv_cache: list[KVCache], T: int) -> int:
         if len(kv_cache) != len(self.h):

@@ -19,10 +19,14 @@ LESSONS = sorted((REPO / "lessons").glob("L*.md"))
 
 def toc_files() -> list[str]:
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+
+    def pages(entries: list[dict]) -> list[str]:  # a chapter's own pages are its "sections"
+        return [f for e in entries for f in [e["file"], *pages(e.get("sections", []))]]
+
     files = [toc["root"]]
     for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part.get("chapters", [])]
-    files += [chapter["file"] for chapter in toc.get("chapters", [])]
+        files += pages(part.get("chapters", []))
+    files += pages(toc.get("chapters", []))
     return files
 
 
