@@ -14,7 +14,6 @@ taught the model to write, which has read the prompt and the whole reply.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterator
 
 import torch
@@ -126,7 +125,7 @@ def pair_accuracy(model: RewardModel, pairs: PreferencePairs) -> float:
 #: The reward model's recipe: a couple of hundred steps over a few thousand pairs.
 REWARD_RECIPE = TrainConfig(
     block_size=128, batch_size=32, max_steps=200, learning_rate=3e-4, weight_decay=0.0,
-    schedule="cosine", warmup_steps=10, min_lr=3e-5, eval_interval=25, eval_batches=4,
+    schedule="cosine", warmup_steps=10, min_lr=3e-5, eval_interval=50, eval_batches=1,
     seed=1337, dtype="auto",
 )
 
@@ -142,7 +141,3 @@ def train_reward_model(
                    loss_fn=pair_loss, progress=progress, description="reward model")
     return model.eval(), result
 
-
-def reward_recipe(**changes) -> TrainConfig:
-    """:data:`REWARD_RECIPE` with ``changes``."""
-    return dataclasses.replace(REWARD_RECIPE, **changes)
