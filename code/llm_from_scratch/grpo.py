@@ -36,7 +36,7 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """Each reward minus its group's mean, over the group's standard deviation plus ``1e-4``.
 
     ``rewards`` is ``(N,)``, groups of ``group_size`` consecutive replies to one prompt. The
-    standard deviation is the sample one (``n − 1``), as in DeepSeekMath's and TRL's code.
+    standard deviation is the sample one (``n − 1``), as in TRL's GRPO trainer.
     """
     check_number("grpo_advantages", "group_size", group_size, 2, integer=True)
     if rewards.dim() != 1 or len(rewards) % group_size:
