@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from llm_from_scratch.chat_template import END, encode_chat
-from llm_from_scratch.generation import generate
+from llm_from_scratch.chat_template import END
 from llm_from_scratch.model import LanguageModel
 from llm_from_scratch.runtime import evaluating
+from llm_from_scratch.sft import reply_tokens
 from llm_from_scratch.tasks import Task, _parse, answer, score
 
 #: The judge's weights: an incorrect reply earns at most ``FORM + CLOSE`` (below a correct
@@ -130,12 +129,6 @@ def pad_rows(rows: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int
     return ids, mask
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """The chat encoding of a one-turn request, ready for the assistant's reply."""
-    return encode_chat(tokenizer, [{"role": "user", "content": prompt}],
-                       add_generation_prompt=True)[0]
-
-
 def sample_responses(
     model: LanguageModel, tokenizer, tasks: Sequence[Task], *, samples: int = 1,
     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 16,
@@ -149,22 +142,13 @@ def sample_responses(
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     end = tokenizer.special_tokens[END]
     rows = [t for t in tasks for _ in range(samples)]
-    encoded = {t.prompt: prompt_ids(tokenizer, t.prompt) for t in tasks}
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, task in enumerate(rows):
-        by_length[len(encoded[task.prompt])].append(i)
-    replies: list[list[int]] = [[] for _ in rows]
-    generator = torch.Generator().manual_seed(seed)
-    for length, members in sorted(by_length.items()):
-        idx = torch.tensor([encoded[rows[i].prompt] for i in members])
-        new = generate(model, idx, max_new_tokens, temperature=temperature, eos_id=end,
-                       generator=generator)[:, length:]
-        for i, tokens in zip(members, new.tolist(), strict=True):
-            replies[i] = tokens[: tokens.index(end)] if end in tokens else tokens
+    encoded, replies = reply_tokens(model, tokenizer, [t.prompt for t in rows],
+                                    temperature=temperature, seed=seed,
+                                    max_new_tokens=max_new_tokens)
     ended = torch.tensor([len(r) < max_new_tokens for r in replies])  # stopped before the cap
     texts = [tokenizer.decode(r).strip() for r in replies]  # the template's space, and any other
-    full = [encoded[t.prompt] + r + [end] for t, r in zip(rows, replies, strict=True)]
-    ids, mask = pad_rows(full, [len(encoded[t.prompt]) for t in rows], end)
+    full = [e + r + [end] for e, r in zip(encoded, replies, strict=True)]
+    ids, mask = pad_rows(full, [len(e) for e in encoded], end)
     return Responses(ids, mask, rows, texts, ended)
 
 

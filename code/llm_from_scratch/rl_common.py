@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from llm_from_scratch.train import check_number as _check
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of ``x`` over the entries ``mask`` marks."""
@@ -29,13 +31,5 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
 
 def check_number(owner: str, name: str, value: object, low: float, high: float = math.inf,
                  *, integer: bool = False, low_open: bool = False) -> None:
-    """A ValueError naming ``owner.name`` unless ``value`` is a number in its range."""
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    ok = ok and math.isfinite(value)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        upper = "" if high == math.inf else f" and <= {high}"
-        what = "an int" if integer else "a number"
-        raise ValueError(f"{owner}.{name} must be {what} {bound}{upper}, got {value!r}")
+    """:func:`~llm_from_scratch.train.check_number`, the error naming ``owner.name``."""
+    _check(f"{owner}.{name}", value, low, high, low_open=low_open, integer=integer)

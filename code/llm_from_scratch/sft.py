@@ -142,30 +142,44 @@ def held_out_tasks() -> list[Task]:
     return task_split(N_TRAIN, N_TEST, seed=0)[1]
 
 
-def replies(
+def prompt_ids(tokenizer: BPETokenizer, prompt: str) -> list[int]:
+    """The chat encoding of a one-turn request, ready for the assistant's reply."""
+    return encode_chat(tokenizer, [{"role": "user", "content": prompt}],
+                       add_generation_prompt=True)[0]
+
+
+def reply_tokens(
     model: LanguageModel, tokenizer: BPETokenizer, prompts: Sequence[str], *,
     temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 16,
-) -> list[str]:
-    """The model's reply to each prompt, up to its end token (or ``max_new_tokens``).
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Each prompt's chat encoding, and the model's reply to it up to its end token (excluded).
 
     Prompts whose chat encodings have the same length are generated as one batch.
     """
     end = tokenizer.special_tokens[END]
-    encoded = [encode_chat(tokenizer, [{"role": "user", "content": p}],
-                           add_generation_prompt=True)[0] for p in prompts]
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
     by_length: dict[int, list[int]] = defaultdict(list)
     for i, ids in enumerate(encoded):
         by_length[len(ids)].append(i)
-    out = [""] * len(prompts)
+    out: list[list[int]] = [[] for _ in prompts]
     generator = torch.Generator().manual_seed(seed)
     for length, rows in sorted(by_length.items()):
         idx = torch.tensor([encoded[i] for i in rows])
         new = generate(model, idx, max_new_tokens, temperature=temperature, eos_id=end,
                        generator=generator)[:, length:]
         for i, tokens in zip(rows, new.tolist(), strict=True):
-            tokens = tokens[: tokens.index(end)] if end in tokens else tokens
-            out[i] = tokenizer.decode(tokens).strip()  # the template's space, and any other
-    return out
+            out[i] = tokens[: tokens.index(end)] if end in tokens else tokens
+    return encoded, out
+
+
+def replies(
+    model: LanguageModel, tokenizer: BPETokenizer, prompts: Sequence[str], *,
+    temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 16,
+) -> list[str]:
+    """The model's reply to each prompt, up to its end token (or ``max_new_tokens``)."""
+    _, tokens = reply_tokens(model, tokenizer, prompts, temperature=temperature, seed=seed,
+                             max_new_tokens=max_new_tokens)
+    return [tokenizer.decode(t).strip() for t in tokens]  # the template's space, and any other
 
 
 def task_accuracy(

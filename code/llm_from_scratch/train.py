@@ -70,7 +70,7 @@ OPTIMIZERS = ("torch", "scratch")
 SCHEDULES = ("constant", "cosine")
 
 
-def _check_number(name: str, value: object, low: float, high: float = math.inf,
+def check_number(name: str, value: object, low: float, high: float = math.inf,
                   low_open: bool = False, integer: bool = False) -> None:
     """A clear error unless ``value`` is a finite number (an integer if asked) in range."""
     kind = int if integer else (int, float)
@@ -110,18 +110,18 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         for name in ("block_size", "batch_size", "max_steps", "eval_interval", "eval_batches",
                      "grad_accum_steps"):
-            _check_number(name, getattr(self, name), 0, low_open=True, integer=True)
-        _check_number("warmup_steps", self.warmup_steps, 0, integer=True)
-        _check_number("seed", self.seed, -math.inf, integer=True)
-        _check_number("learning_rate", self.learning_rate, 0, low_open=True)
-        _check_number("min_lr", self.min_lr, 0, self.learning_rate)
-        _check_number("weight_decay", self.weight_decay, 0)
+            check_number(name, getattr(self, name), 0, low_open=True, integer=True)
+        check_number("warmup_steps", self.warmup_steps, 0, integer=True)
+        check_number("seed", self.seed, -math.inf, integer=True)
+        check_number("learning_rate", self.learning_rate, 0, low_open=True)
+        check_number("min_lr", self.min_lr, 0, self.learning_rate)
+        check_number("weight_decay", self.weight_decay, 0)
         if self.grad_clip is not None:  # 0 would zero every gradient, a negative flip them
-            _check_number("grad_clip", self.grad_clip, 0, low_open=True)
+            check_number("grad_clip", self.grad_clip, 0, low_open=True)
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas!r}")
         for i, beta in enumerate(self.betas):
-            _check_number(f"betas[{i}]", beta, 0, 1, low_open=False)
+            check_number(f"betas[{i}]", beta, 0, 1, low_open=False)
             if beta == 1:
                 raise ValueError(f"betas[{i}] must be below 1, got {beta}")
         if self.batch_size % self.grad_accum_steps:

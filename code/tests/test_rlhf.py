@@ -24,7 +24,6 @@ from llm_from_scratch.preference import (
     judge,
     last_positions,
     preference_pairs,
-    prompt_ids,
     responses_from_dict,
     responses_to_dict,
     sample_responses,
@@ -38,6 +37,7 @@ from llm_from_scratch.reward import (
     pair_loss,
     train_reward_model,
 )
+from llm_from_scratch.sft import prompt_ids
 from llm_from_scratch.tokenizer import BPETokenizer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
