@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from llm_from_scratch.artifacts import cached
+from llm_from_scratch.baselines import LSTMConfig, LSTMLanguageModel, MLPConfig, MLPLanguageModel
 from llm_from_scratch.data import TINY_SHAKESPEARE_SHA256, shakespeare_tokens
 from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig, LanguageModel
 from llm_from_scratch.presets import PRESETS
@@ -46,17 +47,23 @@ class TrainedModel:
     from_cache: bool  # loaded from disk rather than trained now
 
 
-def build_model(config: GPTConfig | None, vocab_size: int, seed: int) -> LanguageModel:
+ModelConfig = GPTConfig | MLPConfig | LSTMConfig
+MODELS: dict[type, type[LanguageModel]] = {
+    GPTConfig: GPT, MLPConfig: MLPLanguageModel, LSTMConfig: LSTMLanguageModel,
+}
+
+
+def build_model(config: ModelConfig | None, vocab_size: int, seed: int) -> LanguageModel:
     """A freshly initialized model (seeded); ``None`` means the bigram model."""
     torch.manual_seed(seed)
     if config is None:
         return BigramLanguageModel(vocab_size)
-    return GPT(dataclasses.replace(config, vocab_size=vocab_size))
+    return MODELS[type(config)](dataclasses.replace(config, vocab_size=vocab_size))
 
 
 def train_cached(
     name: str,
-    config: GPTConfig | None,
+    config: ModelConfig | None,
     train_config: TrainConfig,
     tokenizer: str = "char",
     vocab_size: int = 1024,
@@ -66,7 +73,8 @@ def train_cached(
 
     The model's vocabulary is the tokenizer's; ``vocab_size`` sizes a BPE tokenizer.
     """
-    if config is not None and config.block_size < train_config.block_size:
+    if config is not None and config.block_size is not None \
+            and config.block_size < train_config.block_size:
         raise ValueError(
             f"the model's block_size={config.block_size} is shorter than the training windows "
             f"(block_size={train_config.block_size})"

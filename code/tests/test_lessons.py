@@ -69,3 +69,56 @@ def test_lesson_meets_the_checklist(lesson: Path):
     solutions += len(re.findall(r'code_prompt_show: "Show solution"', text))
     assert solutions >= 3, "fewer than three hidden solutions"
     assert not re.search(r"^\s*(from|import)\s+L\d\d", text, re.M), "imports another lesson"
+
+
+#: One sitting: the prose a lesson asks a reader to read (code cells not counted).
+MAX_PROSE_WORDS = 2500
+WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+FENCE = re.compile(r"^\s*(`{3,}|:{3,})\s*(\{[^}]*\})?\s*(\S*)")
+
+
+def prose_words(text: str) -> int:
+    """Words of prose: outside the front matter, code cells and code blocks, and option lines.
+
+    Text inside directives (figure captions, admonitions, hidden solutions) is prose and counts.
+
+    >>> prose_words("---\\nx: 1\\n---\\n# Title\\n```{code-cell} ipython3\\nprint(1)\\n```\\nTwo words")
+    3
+    """
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
+    stack: list[tuple[str, bool]] = []  # open fences: (marker, is code)
+    prose = []
+    for line in text.splitlines():
+        m = FENCE.match(line)
+        if m and stack and m.group(1) == stack[-1][0] and not m.group(2) and not m.group(3):
+            stack.pop()
+            continue
+        if m and (m.group(2) or m.group(3) or not stack):
+            directive, language = m.group(2) or "", m.group(3)
+            is_code = directive.startswith("{code-cell") or directive == "{code-block}" or (
+                not directive and bool(language)) or directive.startswith("{glue")
+            stack.append((m.group(1), is_code and not directive.startswith("{glue:figure")))
+            prose.append(language if directive and not is_code else "")
+            continue
+        if any(code for _, code in stack):
+            continue
+        if re.match(r"^\s*:[\w-]+:", line) or re.match(r"^\(.*\)=\s*$", line) or line == "+++":
+            continue
+        prose.append(line)
+    return len(WORD.findall("\n".join(prose)))
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_is_one_sitting(lesson: Path):
+    words = prose_words(lesson.read_text())
+    assert words <= MAX_PROSE_WORDS, (
+        f"{lesson.name} has {words} words of prose; one sitting is at most {MAX_PROSE_WORDS}")
+
+
+def test_prose_words_skips_code_and_counts_directives():
+    text = "\n".join([
+        "Intro has three.", "```{code-cell} ipython3", "x = 1  # not prose", "```",
+        "```{dropdown} Solution", ":open:", "Hidden prose counts.", "```python",
+        "print('code')", "```", "```", "(label)=", "+++", "End.",
+    ])  # fmt: skip
+    assert prose_words(text) == 3 + 1 + 3 + 1
