@@ -5,13 +5,13 @@ Both read the same character ids as the book's GPT and return ``(logits, loss)``
 progression (appendix "Before attention").
 
 - :class:`MLPLanguageModel` is Bengio et al. (2003)'s neural probabilistic language model: embed
-  the previous ``block_size`` characters, concatenate the embeddings, one ``tanh`` hidden layer,
+  the last ``window`` characters, concatenate the embeddings, one ``tanh`` hidden layer,
   logits. Its context is fixed: it never sees further back than its window.
 - :class:`LSTMLanguageModel` is a one-layer LSTM (Hochreiter & Schmidhuber, 1997), its cell
   written out gate by gate with the same parameter layout as :class:`torch.nn.LSTM`, so the two
   can be compared weight for weight. Its context is unbounded, but it reads one step at a time.
 
->>> model = MLPLanguageModel(MLPConfig(vocab_size=65, block_size=8, n_embd=16, n_hidden=64))
+>>> model = MLPLanguageModel(MLPConfig(vocab_size=65, window=8, n_embd=16, n_hidden=64))
 >>> model(torch.zeros(2, 5, dtype=torch.long))[0].shape
 torch.Size([2, 5, 65])
 >>> lstm = LSTMLanguageModel(LSTMConfig(vocab_size=65, n_embd=16, n_hidden=32))
@@ -33,15 +33,15 @@ from llm_from_scratch.train import check_number
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """An MLP language model: ``block_size`` characters of context, each embedded in ``n_embd``."""
+    """An MLP language model: a window of ``window`` characters, each embedded in ``n_embd``."""
 
     vocab_size: int = 65
-    block_size: int = 8  # how many previous characters the model sees, no more
+    window: int = 8  # how many characters the model sees, the current one included; no more
     n_embd: int = 16  # embedding size of one character
     n_hidden: int = 128  # width of the tanh hidden layer
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
+        for name in ("vocab_size", "window", "n_embd", "n_hidden"):
             check_number(f"MLPConfig.{name}", getattr(self, name), 0, low_open=True, integer=True)
 
     def to_dict(self) -> dict:
@@ -51,7 +51,7 @@ class MLPConfig:
 class MLPLanguageModel(LanguageModel):
     """Bengio et al. (2003): concatenated embeddings of a fixed window, a tanh layer, logits.
 
-    Positions near the start of a sequence see fewer than ``block_size`` characters; the missing
+    Positions near the start of a sequence see fewer than ``window`` characters; the missing
     ones are zero vectors, as if the text were padded on the left.
     """
 
@@ -60,7 +60,7 @@ class MLPLanguageModel(LanguageModel):
         self.config = config
         self.vocab_size, self.block_size = config.vocab_size, None  # any length: it slides
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
-        self.hidden = nn.Linear(config.block_size * config.n_embd, config.n_hidden)
+        self.hidden = nn.Linear(config.window * config.n_embd, config.n_hidden)
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
 
     def forward(
@@ -68,7 +68,7 @@ class MLPLanguageModel(LanguageModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.check_inputs:
             check_ids(idx, self.vocab_size, None)
-        k = self.config.block_size
+        k = self.config.window
         emb = self.token_embedding(idx)  # (B, T, C)
         emb = F.pad(emb, (0, 0, k - 1, 0))  # k-1 zero vectors before the first character
         windows = emb.unfold(1, k, 1)  # (B, T, C, k): the k embeddings ending at each position
@@ -84,14 +84,11 @@ class LSTMConfig:
     vocab_size: int = 65
     n_embd: int = 32  # embedding size of one character
     n_hidden: int = 64  # size of the hidden and cell states
-    block_size: None = None  # no limit: the state carries the whole past
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_embd", "n_hidden"):
             check_number(f"LSTMConfig.{name}", getattr(self, name), 0, low_open=True,
                          integer=True)
-        if self.block_size is not None:
-            raise ValueError(f"LSTMConfig.block_size must be None, got {self.block_size!r}")
 
     def to_dict(self) -> dict:
         return {"kind": "lstm", **asdict(self)}

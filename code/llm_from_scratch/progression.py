@@ -84,7 +84,7 @@ class Row:
 ROWS: tuple[Row, ...] = (
     Row("bigram", "Bigram (lookup table)", "L02", None, None, anchor=2.5, source=VIDEO),
     # Appendix A: the models that came before attention, each in place of the bigram's table.
-    Row("mlp", "MLP over 8 characters", "A", "bigram", MLPConfig(block_size=8)),
+    Row("mlp", "MLP over 8 characters", "A", "bigram", MLPConfig(window=8)),
     Row("lstm", "LSTM", "A", "bigram", LSTMConfig()),
     Row("self_attention", "+ self-attention (1 head)", "L03", "bigram",
         dataclasses.replace(BASE, n_head=1, ffwd=False, residual=False, norm=None),

@@ -73,10 +73,10 @@ def train_cached(
 
     The model's vocabulary is the tokenizer's; ``vocab_size`` sizes a BPE tokenizer.
     """
-    if config is not None and config.block_size is not None \
-            and config.block_size < train_config.block_size:
+    context = getattr(config, "block_size", None)  # the MLP and the LSTM take any length
+    if context is not None and context < train_config.block_size:
         raise ValueError(
-            f"the model's block_size={config.block_size} is shorter than the training windows "
+            f"the model's block_size={context} is shorter than the training windows "
             f"(block_size={train_config.block_size})"
         )
     spec = {

@@ -81,9 +81,6 @@ def prose_words(text: str) -> int:
     """Words of prose: outside the front matter, code cells and code blocks, and option lines.
 
     Text inside directives (figure captions, admonitions, hidden solutions) is prose and counts.
-
-    >>> prose_words("---\\nx: 1\\n---\\n# Title\\n```{code-cell} ipython3\\nprint(1)\\n```\\nTwo words")
-    3
     """
     text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
     stack: list[tuple[str, bool]] = []  # open fences: (marker, is code)

@@ -7,7 +7,7 @@ import torch
 
 from llm_from_scratch import progression
 from llm_from_scratch.artifacts import CACHE_DIR_ENV
-from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig
+from llm_from_scratch.model import BigramLanguageModel
 from llm_from_scratch.presets import PRESETS
 from llm_from_scratch.progression import (
     BASE,
@@ -18,35 +18,67 @@ from llm_from_scratch.progression import (
     row,
 )
 from llm_from_scratch.train import TrainConfig
-from llm_from_scratch.trained import build_model, train_cached
+from llm_from_scratch.trained import MODELS, build_model, train_cached
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_progression_rows():
     assert [r.key for r in ROWS] == [
-        "bigram",
-        "self_attention",
-        "multi_head",
-        "feed_forward",
-        "residual_layernorm",
-        "scaled_up",
-        "gpt",
-    ]
+        "bigram", "mlp", "lstm", "self_attention", "multi_head", "feed_forward", "three_blocks",
+        "residual", "layernorm", "context", "width", "depth", "recipe", "nanogpt_cpu",
+        "nanogpt_cpu_3e3",
+    ]  # fmt: skip
     assert len({r.key for r in ROWS}) == len(ROWS)
-    assert ROWS[0].config is None
-    anchors = [r.anchor for r in ROWS]
-    assert anchors == sorted(anchors, reverse=True)  # each idea should help
-    for r in ROWS[1:]:
-        assert GPTConfig(**r.config.to_dict()) == r.config  # passes validation
-        assert r.config.block_size >= (r.train or PROGRESSION_TRAIN).block_size
-        assert r.config.vocab_size == BASE.vocab_size
-    # rows up to Lesson 5 share one training setup; Lesson 7's scale it up
-    assert all(r.train is None for r in ROWS if r.lesson != "L07")
-    assert row("gpt").train == PRESETS["nanogpt-cpu"].train
-    assert row("gpt").config == PRESETS["nanogpt-cpu"].model
-    assert row("multi_head").config.n_head == 4 and row("self_attention").config.n_head == 1
-    assert row("residual_layernorm").config.residual and not row("feed_forward").config.residual
+    assert ROWS[0].config is None and ROWS[0].lesson == "L02"
+    for r in ROWS:
+        assert (r.anchor is None) == (r.source is None), r.key  # every anchor names its source
+        if r.config is not None:
+            assert type(r.config)(**{k: v for k, v in r.config.to_dict().items()
+                                     if k != "kind"}) == r.config  # passes validation
+            assert r.config.vocab_size == BASE.vocab_size
+            if getattr(r.config, "block_size", None) is not None:
+                assert r.config.block_size >= (r.train or PROGRESSION_TRAIN).block_size
+    # rows up to Lesson 5 share one training setup
+    assert all(r.train is None for r in ROWS if r.lesson in ("L02", "A", "L03", "L04", "L05"))
+    assert row("nanogpt_cpu_3e3").train == PRESETS["nanogpt-cpu"].train
+    assert row("nanogpt_cpu").config == PRESETS["nanogpt-cpu"].model
+    assert row("nanogpt_cpu").train.learning_rate == 1e-3  # nanoGPT's own rate
+    assert row("nanogpt_cpu").anchor == 1.88
+
+
+def changed_fields(r) -> set[str]:
+    """What row ``r`` changes in the row it builds on: model fields and training fields."""
+    parent = row(r.builds_on)
+    if parent.config is None or type(parent.config) is not type(r.config):
+        return {"model"}
+    model = {k for k, v in r.config.to_dict().items() if parent.config.to_dict()[k] != v}
+    mine, theirs = (x.train or PROGRESSION_TRAIN for x in (r, parent))
+    train = {k for k, v in mine.to_dict().items() if theirs.to_dict()[k] != v}
+    return model | {f"train.{k}" for k in train}
+
+
+# What "one thing" means for each row: the fields that make up that one change.
+ONE_CHANGE = {
+    "multi_head": {"n_head"},
+    "feed_forward": {"ffwd"},
+    "three_blocks": {"n_layer"},
+    "residual": {"residual"},
+    "layernorm": {"norm"},
+    "context": {"block_size", "train.block_size"},  # a longer context needs longer windows
+    "width": {"n_embd"},
+    "depth": {"n_layer"},
+    "recipe": {"train.warmup_steps", "train.schedule", "train.min_lr", "train.weight_decay",
+               "train.betas"},  # the recipe of Lesson 8
+    "nanogpt_cpu_3e3": {"train.learning_rate", "train.min_lr"},  # min_lr is a tenth of the peak
+}
+
+
+@pytest.mark.parametrize("r", [r for r in ROWS if r.builds_on], ids=lambda r: r.key)
+def test_each_row_changes_one_thing(r):
+    changed = changed_fields(r)
+    assert changed == ONE_CHANGE.get(r.key, {"model"}), (r.key, changed)
+    assert ROWS.index(row(r.builds_on)) < ROWS.index(r)
 
 
 def test_row_unknown_key_lists_the_rows():
@@ -62,18 +94,21 @@ def test_every_row_builds_and_runs(key):
     x = torch.randint(0, 65, (2, 8))
     logits, loss = a(x, x)
     assert logits.shape == (2, 8, 65) and torch.isfinite(loss)
-    assert isinstance(a, BigramLanguageModel if config is None else GPT)
+    assert isinstance(a, BigramLanguageModel if config is None else MODELS[type(config)])
 
 
 def test_markdown_table():
     table = [
-        {"model": "Bigram", "lesson": "L03", "parameters": 4225, "train_loss": 2.4567,
-         "val_loss": 2.4912, "anchor": 2.5},
+        {"model": "Bigram", "lesson": "L02", "parameters": 4225, "train_loss": 2.4567,
+         "val_loss": 2.4912, "anchor": 2.5, "source": "a video"},
+        {"model": "LSTM", "lesson": "A", "parameters": 31393, "train_loss": 1.9,
+         "val_loss": 2.0, "anchor": None, "source": None},
     ]  # fmt: skip
     lines = markdown_table(table).splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith("| Model | Lesson | Parameters")
-    assert lines[2] == "| Bigram | L03 | 4,225 | 2.457 | **2.491** | 2.50 |"
+    assert lines[2] == "| Bigram | L02 | 4,225 | 2.457 | **2.491** | 2.50 | a video |"
+    assert lines[3] == "| LSTM | A | 31,393 | 1.900 | **2.000** | — | — |"
 
 
 QUICK = TrainConfig(block_size=8, batch_size=8, max_steps=5, eval_interval=5, eval_batches=2)
@@ -93,7 +128,7 @@ def test_progression_table_uses_the_shared_training_config(tmp_path, monkeypatch
     table = progression_table(["bigram"], progress=False)
     assert len(table) == 1 and len(runs) == 1
     entry = table[0]
-    assert entry["key"] == "bigram" and entry["lesson"] == "L03" and entry["anchor"] == 2.5
+    assert entry["key"] == "bigram" and entry["lesson"] == "L02" and entry["anchor"] == 2.5
     assert entry["parameters"] == 65 * 65
     assert entry["val_loss"] == runs[0].result.val_loss
     assert entry["train_loss"] == runs[0].result.train_loss
