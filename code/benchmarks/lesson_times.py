@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 DEFAULT_BUDGET_SECONDS = 60.0
-BUDGETS_SECONDS = {"L07_Assembling_the_GPT": 180.0, "L08_Training_the_LLM": 600.0,
+BUDGETS_SECONDS = {"L07_Assembling_the_GPT": 180.0, "L08_Training_the_LLM": 660.0,
                    "L09_Inference_and_Sampling": 90.0, "L10_1_Fine_tuning_and_Chat": 180.0,
                    "L10_2_RLHF_with_PPO": 180.0, "L10_3_DPO_and_GRPO": 180.0}
 BOOK_MODEL_BUDGET_SECONDS = 300.0  # the book's model's training, inside Lesson 8

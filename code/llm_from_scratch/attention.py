@@ -300,7 +300,7 @@ class MultiHeadAttention(nn.Module):
         else:
             if self.causal and (mask is not None or past):
                 # An explicit mask: PyTorch's is_causal aligns to the *first* key, which would hide
-                # the cached keys from the new queries (Lesson 6).
+                # the cached keys from the new queries (Lesson 9).
                 causal = causal_mask(T, x.device, past)
                 mask = causal if mask is None else mask & causal
             # PyTorch's fused kernel (F.scaled_dot_product_attention), equal to attention() above
