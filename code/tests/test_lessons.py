@@ -7,13 +7,16 @@ glued numbers or references, and lessons importing from each other.
 
 from __future__ import annotations
 
-import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "code" / "tools"))
+import lessons  # noqa: E402  (code/tools/lessons.py: the checker contributors run)
+
 LESSONS = sorted((REPO / "lessons").glob("L*.md"))
 
 
@@ -48,68 +51,20 @@ def test_landing_page_links_every_lesson():
         assert f":link: /lessons/{lesson.stem}" in intro, f"intro.md has no card for {lesson.name}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("lesson", [*LESSONS, lessons.TEMPLATE], ids=lambda p: p.stem)
 def test_lesson_meets_the_checklist(lesson: Path):
-    text = lesson.read_text()
-    front = yaml.safe_load(text.split("---", 2)[1])
-    assert front["kernelspec"]["name"] == "python3"
-    assert front["jupytext"]["text_representation"]["format_name"] == "myst"
-    assert "execution_timeout" in front.get("mystnb", {}), "set a per-lesson cell timeout"
-
-    assert "```{code-cell} ipython3" in text
-    assert re.search(r"^## Learning objectives", text, re.M), "no learning objectives"
-    assert re.search(r"^## Summary", text, re.M), "no summary"
-    assert re.search(r"^## References", text, re.M), "no references section"
-    assert "{cite" in text, "no citation into the book's bibliography"
-    assert "{glue:" in text and "glue(" in text, "no numbers glued into the prose"
-    assert "show_source(" in text, "the lesson does not show the package's real source"
-    assert len(re.findall(r"^```\{glue:figure\}", text, re.M)) >= 2, "fewer than two figures"
-    assert len(re.findall(r"^### Exercise", text, re.M)) >= 3, "fewer than three exercises"
-    solutions = len(re.findall(r"\{dropdown\} Solution", text))
-    solutions += len(re.findall(r'code_prompt_show: "Show solution"', text))
-    assert solutions >= 3, "fewer than three hidden solutions"
-    assert not re.search(r"^\s*(from|import)\s+L\d\d", text, re.M), "imports another lesson"
+    assert lessons.check_lesson(lesson.read_text()) == []
 
 
-#: One sitting: the prose a lesson asks a reader to read (code cells not counted).
-MAX_PROSE_WORDS = 2500
-WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
-FENCE = re.compile(r"^\s*(`{3,}|:{3,})\s*(\{[^}]*\})?\s*(\S*)")
-
-
-def prose_words(text: str) -> int:
-    """Words of prose: outside the front matter, code cells and code blocks, and option lines.
-
-    Text inside directives (figure captions, admonitions, hidden solutions) is prose and counts.
-    """
-    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
-    stack: list[tuple[str, bool]] = []  # open fences: (marker, is code)
-    prose = []
-    for line in text.splitlines():
-        m = FENCE.match(line)
-        if m and stack and m.group(1) == stack[-1][0] and not m.group(2) and not m.group(3):
-            stack.pop()
-            continue
-        if m and (m.group(2) or m.group(3) or not stack):
-            directive, language = m.group(2) or "", m.group(3)
-            is_code = directive.startswith("{code-cell") or directive == "{code-block}" or (
-                not directive and bool(language)) or directive.startswith("{glue")
-            stack.append((m.group(1), is_code and not directive.startswith("{glue:figure")))
-            prose.append(language if directive and not is_code else "")
-            continue
-        if any(code for _, code in stack):
-            continue
-        if re.match(r"^\s*:[\w-]+:", line) or re.match(r"^\(.*\)=\s*$", line) or line == "+++":
-            continue
-        prose.append(line)
-    return len(WORD.findall("\n".join(prose)))
-
-
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_lesson_is_one_sitting(lesson: Path):
-    words = prose_words(lesson.read_text())
-    assert words <= MAX_PROSE_WORDS, (
-        f"{lesson.name} has {words} words of prose; one sitting is at most {MAX_PROSE_WORDS}")
+def test_the_checker_finds_what_a_lesson_misses():
+    text = lessons.TEMPLATE.read_text()
+    assert lessons.check_lesson(text.replace("## Summary", "## In short")) == ["no summary"]
+    assert lessons.check_lesson(text.replace("show_source(", "print(")) == [
+        "the lesson does not show the package's real source"]
+    long = text + "\n" + "word " * lessons.MAX_PROSE_WORDS
+    assert lessons.check_lesson(long)[-1].endswith(
+        f"words of prose; one sitting is at most {lessons.MAX_PROSE_WORDS}")
+    assert "imports another lesson" in lessons.check_lesson(text + "\nfrom L01_x import y\n")
 
 
 def test_prose_words_skips_code_and_counts_directives():
@@ -118,4 +73,59 @@ def test_prose_words_skips_code_and_counts_directives():
         "```{dropdown} Solution", ":open:", "Hidden prose counts.", "```python",
         "print('code')", "```", "```", "(label)=", "+++", "End.",
     ])  # fmt: skip
-    assert prose_words(text) == 3 + 1 + 3 + 1
+    assert lessons.prose_words(text) == 3 + 1 + 3 + 1
+
+
+def test_new_lesson_starts_a_lesson_that_passes_the_checks(tmp_path):
+    for path in ("_toc.yml", "book/intro.md", "lessons"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "_toc.yml").write_text((REPO / "_toc.yml").read_text())
+    (tmp_path / "book" / "intro.md").write_text((REPO / "book" / "intro.md").read_text())
+    (tmp_path / "lessons").mkdir(exist_ok=True)
+    path = lessons.new_lesson("L11_Mixture_of_Experts", "Mixture of experts",
+                              "Routing tokens to experts.", repo=tmp_path)
+    assert path == tmp_path / "lessons" / "L11_Mixture_of_Experts.md"
+    assert lessons.check_lesson(path.read_text()) == []
+    assert path.read_text().splitlines()[14] == "# Mixture of experts"
+    toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
+    lesson_part = next(p for p in toc["parts"] if any(
+        c["file"].startswith("lessons/L01") for c in p["chapters"]))
+    assert lesson_part["chapters"][-1] == {"file": "lessons/L11_Mixture_of_Experts"}
+    assert lesson_part["chapters"][-2]["file"] == "lessons/L10_1_Fine_tuning_and_Chat"
+    assert len(lesson_part["chapters"][-2]["sections"]) == 2  # Lesson 10's pages stay its own
+    intro = (tmp_path / "book" / "intro.md").read_text()
+    assert ":::{grid-item-card} 11 · Mixture of experts\n:link: /lessons/L11_Mixture_of_Experts" \
+        in intro
+    with pytest.raises(FileExistsError):
+        lessons.new_lesson("L11_Mixture_of_Experts", "Again", "", repo=tmp_path)
+    with pytest.raises(ValueError, match="name must look like"):
+        lessons.new_lesson("moe", "Mixture of experts", "", repo=tmp_path)
+
+
+def test_check_command_reports_and_fails(tmp_path, capsys):
+    bad = tmp_path / "L99_Bad.md"
+    bad.write_text("# Nothing here\n")
+    assert lessons.main(["check", str(bad)]) == 1
+    assert "no learning objectives" in capsys.readouterr().out
+    assert lessons.main(["check", str(lessons.TEMPLATE)]) == 0
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_is_one_sitting(lesson: Path):
+    words = lessons.prose_words(lesson.read_text())
+    assert words <= lessons.MAX_PROSE_WORDS, (
+        f"{lesson.name} has {words} words of prose; one sitting is at most "
+        f"{lessons.MAX_PROSE_WORDS}")
+
+
+@pytest.mark.parametrize("lesson", [*LESSONS, lessons.TEMPLATE], ids=lambda p: p.stem)
+def test_lesson_is_in_jupytext_format(lesson: Path):
+    """A save from JupyterLab (Jupytext with the repository's jupytext.toml) changes nothing."""
+    text = lesson.read_text()
+    assert lessons.canonical(text) == text, "run: python code/tools/lessons.py format --fix"
+
+
+def test_a_save_keeps_the_build_settings():
+    text = lessons.canonical(lessons.TEMPLATE.read_text())
+    assert "mystnb:\n  execution_timeout: 300\n" in text  # the front matter's cell timeout
+    assert "jupytext_version" not in text
