@@ -27,7 +27,9 @@ from llm_from_scratch.presets import PRESETS
 from llm_from_scratch.train import TrainConfig
 from llm_from_scratch.trained import ModelConfig, TrainedModel, train_cached
 
-#: How every row is trained. CPU-sized: a few seconds per row on a 2-core laptop.
+#: How every row is trained. CPU-sized: a few seconds per row on a 2-core laptop. One thread:
+#: these models are too small to gain much from more, and a fixed count makes every row's loss
+#: the same on every run, however busy the machine (see ``TrainConfig.threads``).
 PROGRESSION_TRAIN = TrainConfig(
     block_size=8,
     batch_size=32,
@@ -35,6 +37,7 @@ PROGRESSION_TRAIN = TrainConfig(
     learning_rate=1e-2,
     eval_interval=100,
     eval_batches=10,
+    threads=1,
 )
 
 #: The model every attention row starts from. GPT-2 initializes weights with std 0.02, a size

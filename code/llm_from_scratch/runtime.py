@@ -340,6 +340,25 @@ def stop_requests() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def fixed_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` CPU threads (``None``: leave the count alone), then restore.
+
+    >>> with fixed_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def best_time(fn: Callable[[], object], repeat: int = 5) -> float:
     """The fastest of ``repeat`` timed calls of ``fn``, in seconds.
 

@@ -11,6 +11,7 @@ reader sees is exactly what runs. The result displays as a highlighted code bloc
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import textwrap
@@ -84,3 +85,77 @@ def show_source(obj: Any) -> Source:
     >>> show_source(train_val_split)  # doctest: +SKIP
     """
     return get_source(obj)
+
+
+#: Where the package's source lives, for :func:`import_graph`.
+PACKAGE_ROOT = Path(llm_from_scratch.__file__).parent
+
+
+def module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
+    """The dotted name of the module at ``path`` in the package rooted at ``root``."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join((root.name, *parts)).removesuffix(".__init__")
+
+
+def imported_names(code: str, here: str = "") -> list[str]:
+    """Every dotted name that ``code`` imports, anywhere in it (``here``: its package)."""
+    names = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from .x import y
+                anchor = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
+                base = f"{anchor}.{base}" if base else anchor
+            # "from package import module" names a module; "from module import name" does not
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def resolve(names: list[str], modules: set[str], exclude: str = "") -> set[str]:
+    """The modules of ``modules`` that hold ``names``: the module itself or the one above it."""
+    found = set()
+    for target in names:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != exclude:
+            found.add(target)
+    return found
+
+
+def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:
+    """Each module of the package at ``root`` and the package modules it imports.
+
+    Every ``import`` counts, also inside functions and ``if`` blocks.
+
+    >>> "llm_from_scratch.checkpoint" in import_graph()["llm_from_scratch.train"]
+    True
+    """
+    files = sorted(root.rglob("*.py"))
+    modules = {module_name(path, root) for path in files}
+    graph = {}
+    for path in files:
+        name = module_name(path, root)
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        code = path.read_text(encoding="utf-8")
+        graph[name] = resolve(imported_names(code, here), modules, exclude=name)
+    return graph
+
+
+def lesson_modules(text: str) -> set[str]:
+    """The package modules a lesson's code cells import (its MyST-markdown ``text``).
+
+    >>> cell = "```{code-cell} ipython3\\nfrom llm_from_scratch.model import GPT\\n```"
+    >>> sorted(lesson_modules(cell))
+    ['llm_from_scratch.model']
+    """
+    cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.M | re.S)
+    modules = set(import_graph())
+    found: set[str] = set()
+    for cell in cells:
+        body = re.sub(r"^---\n.*?\n---\n", "", cell, flags=re.S)  # a cell's own options
+        code = "\n".join(line for line in body.splitlines()
+                         if not line.startswith((":", "%", "!")))
+        found |= resolve(imported_names(code), modules)
+    return found

@@ -105,6 +105,10 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     dtype: str = "float32"  # autocast: "bfloat16", "float16" (GPU only) or "auto" (by hardware)
     compile: bool = False  # torch.compile the training step's model (needs a C++ compiler on CPU)
+    # CPU threads while training. None: as many as the machine has free, following its load
+    # (fastest, but a model's last digits then depend on the load: matrix products sum in a
+    # different order on another thread count). A number makes every run give the same losses.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -113,6 +117,8 @@ class TrainConfig:
             check_number(name, getattr(self, name), 0, low_open=True, integer=True)
         check_number("warmup_steps", self.warmup_steps, 0, integer=True)
         check_number("seed", self.seed, -math.inf, integer=True)
+        if self.threads is not None:
+            check_number("threads", self.threads, 0, low_open=True, integer=True)
         check_number("learning_rate", self.learning_rate, 0, low_open=True)
         check_number("min_lr", self.min_lr, 0, self.learning_rate)
         check_number("weight_decay", self.weight_decay, 0)
@@ -355,7 +361,8 @@ def train(
                total=last_step, disable=not progress or rt.rank != 0, mininterval=1.0)
     model.train()
     checked = runtime.inputs_checked_once(model)
-    with run, bar, rt.kernels(), checked, runtime.stop_requests() as stop:
+    threads = runtime.fixed_threads(config.threads if rt.device.type == "cpu" else None)
+    with run, bar, rt.kernels(), checked, threads, runtime.stop_requests() as stop:
         for _ in bar:
             t0 = time.perf_counter()
             lr = config.lr_at(state.step)
@@ -366,7 +373,8 @@ def train(
             loss, grad_norm = train_step(step_model, optimizer, batch, config, lr, loss_fn,
                                          rt.precision(), rt.world_size)
             state.record(loss, time.perf_counter() - t0, config.eval_interval)
-            rt.fit_threads()  # another program may have taken a core since the last look
+            if config.threads is None:
+                rt.fit_threads()  # another program may have taken a core since the last look
             if state.step % config.eval_interval == 0 or state.step == config.max_steps:
                 row = log_evaluation(model, val_data, config, state, lr, grad_norm, loss_fn)
                 bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
@@ -376,8 +384,10 @@ def train(
             if stop.is_set():
                 raise KeyboardInterrupt
         run.save()
+    with runtime.fixed_threads(config.threads if rt.device.type == "cpu" else None):
+        val_loss = evaluate(model, val_data, loss_fn=loss_fn)
     return TrainResult(
-        val_loss=evaluate(model, val_data, loss_fn=loss_fn),
+        val_loss=val_loss,
         train_loss=state.history[-1]["train_loss"] if state.history else math.nan,
         seconds=state.elapsed,
         steps=state.step,

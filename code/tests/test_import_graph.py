@@ -7,50 +7,13 @@ means two modules cannot be read or tested apart.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import llm_from_scratch
+from llm_from_scratch.source import import_graph, lesson_modules
 
 PACKAGE = llm_from_scratch.__name__
-ROOT = Path(llm_from_scratch.__file__).parent
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join((PACKAGE, *parts)).removesuffix(".__init__")
-
-
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The package's modules that the file at ``path`` imports, anywhere in its code."""
-    name = module_name(path)
-    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from . import x, from .x import y
-                anchor = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
-                base = f"{anchor}.{base}" if base else anchor
-            # "from package import module" names a module; "from module import name" does not
-            targets = [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            # the module itself, or the module that holds the imported name
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
-    return found
-
-
-def import_graph() -> dict[str, set[str]]:
-    files = sorted(ROOT.rglob("*.py"))
-    modules = {module_name(path) for path in files}
-    return {module_name(path): imported_modules(path, modules) for path in files}
+REPO = Path(llm_from_scratch.__file__).resolve().parents[2]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -77,7 +40,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_sees_every_kind_of_import(tmp_path, monkeypatch):
+def test_the_graph_sees_every_kind_of_import(tmp_path):
     graph = import_graph()
     assert f"{PACKAGE}.checkpoint" in graph[f"{PACKAGE}.train"]  # a top-level import
     assert {f"{PACKAGE}.train", f"{PACKAGE}.presets"} <= graph[f"{PACKAGE}.cli"]
@@ -90,8 +53,7 @@ def test_the_graph_sees_every_kind_of_import(tmp_path, monkeypatch):
     (pkg / "a.py").write_text("def f():\n    from llm_from_scratch import b\n")
     (pkg / "b.py").write_text("if True:\n    from .c import thing\n")
     (pkg / "c.py").write_text("import llm_from_scratch.a\nfrom . import VERSION\nthing = 1\n")
-    monkeypatch.setattr(f"{__name__}.ROOT", pkg)
-    fake = import_graph()
+    fake = import_graph(pkg)
     assert fake[f"{PACKAGE}.a"] == {f"{PACKAGE}.b"}
     assert fake[f"{PACKAGE}.b"] == {f"{PACKAGE}.c"}
     assert fake[f"{PACKAGE}.c"] == {PACKAGE, f"{PACKAGE}.a"}
@@ -101,3 +63,17 @@ def test_the_graph_sees_every_kind_of_import(tmp_path, monkeypatch):
 def test_no_import_cycles_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_lesson_modules_reads_the_code_cells_only():
+    text = "\n".join([
+        "Prose: from llm_from_scratch.chat import nothing", "```{code-cell} ipython3",
+        ":tags: [hide-input]", "%matplotlib inline", "import llm_from_scratch.train",
+        "from llm_from_scratch import tokenizer, progression",
+        "from llm_from_scratch.model import GPT", "```", "```python", "import llm_from_scratch.sft",
+        "```",
+    ])  # fmt: skip
+    assert lesson_modules(text) == {f"{PACKAGE}.train", f"{PACKAGE}.tokenizer",
+                                    f"{PACKAGE}.progression", f"{PACKAGE}.model"}
+    lesson = (REPO / "lessons" / "L09_Inference_and_Sampling.md").read_text()
+    assert f"{PACKAGE}.generation" in lesson_modules(lesson)

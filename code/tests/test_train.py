@@ -521,3 +521,30 @@ def test_compiled_cpu_training_runs_in_deterministic_mode_then_restores_it():
     assert eager.seen == [False] * 3  # eager training leaves the setting alone
     second = train(fresh_model(), DeterminismSpy(data(), 8), data(600), config, progress=False)
     assert losses(first) == losses(second)
+
+
+def test_fixed_threads_give_the_same_losses_whatever_the_ambient_count():
+    from llm_from_scratch.model import GPT, GPTConfig
+
+    ids = torch.arange(3000) % 61
+    config = TrainConfig(block_size=16, batch_size=16, max_steps=30, eval_interval=30,
+                         eval_batches=2, learning_rate=3e-3, threads=1)
+    results, before = [], torch.get_num_threads()
+    try:
+        for ambient in (1, 2):
+            torch.set_num_threads(ambient)
+            torch.manual_seed(0)
+            model = GPT(GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=64))
+            results.append(train(model, ids, ids, config, progress=False))
+            assert torch.get_num_threads() == ambient  # restored after training
+    finally:
+        torch.set_num_threads(before)
+    assert results[0].val_loss == results[1].val_loss
+    assert [h["train_loss"] for h in results[0].history] == [
+        h["train_loss"] for h in results[1].history]
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_threads_must_be_a_positive_integer(threads):
+    with pytest.raises(ValueError, match="threads must be"):
+        TrainConfig(threads=threads)
