@@ -14,16 +14,17 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(kwargs.pop("home", REPO))}
+def run(*args: str, home: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a tool as a contributor would, its caches (pre-commit's) in ``home``, not the repo."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home)}
     return subprocess.run(args, cwd=kwargs.pop("cwd", REPO), capture_output=True, text=True,
                           env=env, **kwargs)
 
 
-def test_workflows_pass_actionlint():
+def test_workflows_pass_actionlint(tmp_path):
     workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
     assert workflows
-    result = run(str(BIN / "actionlint"), *map(str, workflows))
+    result = run(str(BIN / "actionlint"), *map(str, workflows), home=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -31,7 +32,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("on: push\njobs:\n  build:\n    runs-on: ubuntu-24.04\n    steps:\n"
                    "      - run: echo ${{ github.nonsense }}\n")
-    result = run(str(BIN / "actionlint"), str(bad))
+    result = run(str(BIN / "actionlint"), str(bad), home=tmp_path)
     assert result.returncode == 1 and "nonsense" in result.stdout
 
 
@@ -48,8 +49,9 @@ def test_the_workflow_tests_builds_and_deploys():
     assert flow["jobs"]["deploy"]["if"].endswith("refs/heads/main'")
 
 
-def test_pre_commit_config_is_valid():
-    result = run(str(BIN / "pre-commit"), "validate-config", ".pre-commit-config.yaml")
+def test_pre_commit_config_is_valid(tmp_path):
+    result = run(str(BIN / "pre-commit"), "validate-config", ".pre-commit-config.yaml",
+                 home=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
