@@ -134,3 +134,17 @@ def test_changing_the_package_re_executes_lessons(tmp_path):
     assert "VALUE=1" in lesson_html(root)
     caches = sorted(p.name for p in (root / "_build" / ".jupyter_cache").glob("pkg-*"))
     assert len(caches) == 2 and all(re.fullmatch(r"pkg-[0-9a-f]{16}", c) for c in caches)
+
+
+def test_math_is_rendered_by_a_copy_of_mathjax_served_with_the_site(tmp_path):
+    lesson = LESSON_HEADER + "Scaled by $1/\\sqrt{d_h}$.\n\n" + code_cell("x = 1")
+    root = make_book(tmp_path / "book", lesson)
+    result = build(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = lesson_html(root)
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', html, re.I)
+    assert scripts and all(not s.startswith(("http:", "https:", "//")) for s in scripts), scripts
+    entry = root / "_build" / "html" / "lessons" / scripts[0].split("?")[0]
+    assert entry.resolve().is_file() and entry.stat().st_size > 500_000  # the real bundle
+    fonts = root / "_build" / "html" / "_static" / "mathjax" / "es5" / "output" / "chtml" / "fonts"
+    assert any(fonts.rglob("*.woff"))  # the fonts it loads next, also local
