@@ -1,22 +1,26 @@
-"""Sphinx extension: never serve lesson outputs computed with an older version of the package.
+"""Sphinx extension: never serve lesson outputs computed with an older version of the package,
+and never re-execute a lesson that a change cannot affect.
 
 myst-nb's cache mode keys each executed notebook on the text of its own code cells. That is not
 enough here: a lesson that calls ``BPETokenizer.train`` must be re-executed when the *package*
-changes, even if the lesson's cells did not. Two things make that happen:
+changes, even if the lesson's cells did not. And re-executing every lesson for any change is
+wasteful: a change to ``generation.py`` cannot alter Lesson 1's outputs. So:
 
-1. The jupyter-cache lives in a folder named after a hash of the package's source and of
-   ``requirements.txt`` (``_build/.jupyter_cache/pkg-<hash>``; the paths hashed are the
-   ``llmfs_package_dirs`` setting in ``_config.yml``), so a changed package finds an empty
-   cache and every lesson re-executes; an unchanged package finds its cached outputs and
-   nothing executes. The hash is :func:`llm_from_scratch.artifacts.source_fingerprint`, the
-   rule that also keys the package's cache of trained models, so a change that retrains a
-   model always re-executes the lessons that show it.
-2. The hash is also a Sphinx config value that invalidates the environment, so Sphinx re-reads
-   every page (re-reading is what triggers execution); otherwise Sphinx would see unchanged
-   ``.md`` files and reuse the pickled pages with their old outputs.
+1. Each lesson depends on the package modules it imports, found two ways and joined: statically
+   (its code cells' imports, closed over the package's own import graph, imports inside
+   functions included) and at run time (the modules in ``sys.modules`` when it finished, which
+   the last executed cell writes to ``_build/.jupyter_cache/llmfs-deps/``). A hash of those
+   modules' source and of ``requirements.txt`` is written into a hidden last cell of the
+   lesson as it is read, so it is part of the notebook's cache key: a lesson re-executes when
+   one of *its* modules changes, and only then. Pages outside ``lessons/`` (the book's map
+   reads the whole package and every lesson) depend on all of the package and the lessons.
+2. A hash of the whole package is also a Sphinx config value that invalidates the environment,
+   so Sphinx re-reads every page when the package changes (re-reading is what asks the cache);
+   a lesson whose key is unchanged is then served from the cache without executing.
 
-Only the few most recent caches are kept, so switching between two versions of the package
-(say, two branches) stays fast without the build folder growing without bound.
+The trained models a lesson loads are keyed on the whole package
+(:func:`llm_from_scratch.artifacts.package_fingerprint`), so a lesson that does re-execute
+never loads a model trained by older code.
 
 The extension also serves the math renderer from the site itself: MathJax 3, pinned in
 ``requirements.txt`` as a registry package (``django-static-mathjax`` ships its built files and
@@ -26,8 +30,11 @@ reading the local build offline sees typeset math instead of raw TeX.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import shutil
+import json
+import os
+import textwrap
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -35,10 +42,10 @@ from sphinx.config import Config
 from sphinx.util import logging
 
 from llm_from_scratch.artifacts import source_fingerprint
+from llm_from_scratch.source import dependencies, import_graph, lesson_modules
 
 logger = logging.getLogger(__name__)
 
-KEEP_CACHES = 3
 MATHJAX_ENTRY = "tex-mml-chtml.js"  # the bundle Sphinx loads from a CDN by default
 
 
@@ -57,15 +64,70 @@ def _key_cache_on_package(app: Sphinx, config: Config) -> None:
     base = Path(base)
     if not base.is_absolute():
         base = confdir / base
-    cache = base / f"pkg-{source_hash[:16]}"
-    cache.mkdir(parents=True, exist_ok=True)
-    cache.touch()  # mark as most recently used
-    config.nb_execution_cache_path = str(cache)
+    base.mkdir(parents=True, exist_ok=True)
+    config.nb_execution_cache_path = str(base)
+    packages = [r for r in roots if r.is_dir()]
+    app.llmfs = {  # what the source-read handler needs
+        "confdir": confdir,
+        "packages": {root: import_graph(root) for root in packages},
+        "tools": source_fingerprint(*[r for r in roots if r.is_file()]) if any(
+            r.is_file() for r in roots) else "",
+        "whole": source_hash,
+        "records": base / "llmfs-deps",
+    }
+    logger.info(f"llmfs: package source hash {source_hash[:16]}, jupyter-cache at {base}")
 
-    stale = sorted(base.glob("pkg-*"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_CACHES:]
-    for old in stale:
-        shutil.rmtree(old, ignore_errors=True)
-    logger.info(f"llmfs: package source hash {source_hash[:16]}, jupyter-cache at {cache}")
+
+def _module_file(root: Path, module: str) -> Path:
+    parts = module.split(".")[1:]
+    path = root.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def lesson_key(app: Sphinx, docname: str, text: str) -> tuple[str, list[str]]:
+    """The hash a lesson's outputs depend on, and the modules it counts (see the module doc)."""
+    info = app.llmfs
+    if not docname.startswith("lessons/"):
+        lessons = sorted((info["confdir"] / "lessons").glob("*.md"))
+        digest = hashlib.sha256(info["whole"].encode())
+        for lesson in lessons:
+            digest.update(lesson.name.encode() + hashlib.sha256(lesson.read_bytes()).digest())
+        return digest.hexdigest(), ["(the whole package and every lesson)"]
+    record = info["records"] / f"{docname.replace('/', '__')}.json"
+    recorded = set(json.loads(record.read_text())) if record.is_file() else set()
+    digest = hashlib.sha256(info["tools"].encode())
+    counted = []
+    for root, graph in info["packages"].items():
+        modules = dependencies(lesson_modules(text, root) | (recorded & set(graph)), graph)
+        for module in sorted(modules):
+            path = _module_file(root, module)
+            digest.update(module.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            counted.append(module)
+    return digest.hexdigest(), counted
+
+
+def _add_dependency_cell(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Append the hidden cell that keys the lesson's cache and records what it imported."""
+    if not hasattr(app, "llmfs") or not source[0].startswith("---\njupytext:"):
+        return
+    key, modules = lesson_key(app, docname, source[0])
+    record = app.llmfs["records"] / f"{docname.replace('/', '__')}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    page_dir = (app.llmfs["confdir"] / docname).parent
+    relative = os.path.relpath(record, page_dir)  # the same in every clone of the repository
+    names = sorted(root.name for root in app.llmfs["packages"])
+    source[0] += textwrap.dedent(f"""
+
+        ```{{code-cell}} ipython3
+        :tags: [remove-cell]
+
+        # Build bookkeeping, not part of the lesson. Outputs cached under key {key[:16]}
+        # ({len(modules)} package modules); record what this run imported for the next build.
+        import json as _json, sys as _sys, pathlib as _pathlib
+        _pathlib.Path({relative!r}).write_text(_json.dumps(sorted(
+            _m for _m in _sys.modules if _m.split(".")[0] in {names!r})))
+        ```
+        """)
 
 
 def mathjax_dir() -> Path:
@@ -85,6 +147,30 @@ def _serve_mathjax_locally(app: Sphinx, config: Config) -> None:
     config.mathjax_path = f"mathjax/es5/{MATHJAX_ENTRY}"
     config.html_static_path = [*config.html_static_path, str(source.parent)]
     logger.info(f"llmfs: MathJax served from _static/mathjax ({source})")
+    # One search box: the sidebar's. The theme also pins one in the top bar.
+    config.html_theme_options = {**config.html_theme_options, "navbar_persistent": []}
+
+
+def _fix_page(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Two defects the browser tests found in the theme's pages, mended per page.
+
+    - The theme's light/dark switch reads ``default_mode``, which Jupyter Book leaves empty, so
+      every page logged "invalid theme mode" before resetting it: start from "auto".
+    - sphinx-thebe adds its inline setup script twice, and the second ``const`` declaration is a
+      JavaScript error on every page: keep each script once.
+    """
+    context.setdefault("default_mode", "auto")
+    if not context["default_mode"]:
+        context["default_mode"] = "auto"
+    seen, scripts = set(), []
+    for script in context.get("script_files", []):
+        # the same file or the same inline code, whatever priority each copy was given
+        key = (getattr(script, "filename", str(script)) or "",  # inline: None or ""
+               tuple(sorted((k, str(v)) for k, v in getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            scripts.append(script)
+    context["script_files"] = scripts
 
 
 def setup(app: Sphinx) -> dict:
@@ -94,4 +180,6 @@ def setup(app: Sphinx) -> dict:
     # Run before myst-nb turns the Sphinx config into its own (at builder-inited).
     app.connect("config-inited", _key_cache_on_package, priority=100)
     app.connect("config-inited", _serve_mathjax_locally, priority=900)
+    app.connect("source-read", _add_dependency_cell)
+    app.connect("html-page-context", _fix_page, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -143,19 +143,39 @@ def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:
     return graph
 
 
-def lesson_modules(text: str) -> set[str]:
-    """The package modules a lesson's code cells import (its MyST-markdown ``text``).
+def lesson_modules(text: str, root: Path = PACKAGE_ROOT) -> set[str]:
+    """The modules of the package at ``root`` that a lesson's code cells import.
+
+    ``text`` is the lesson's MyST markdown; only its code cells count.
 
     >>> cell = "```{code-cell} ipython3\\nfrom llm_from_scratch.model import GPT\\n```"
     >>> sorted(lesson_modules(cell))
     ['llm_from_scratch.model']
     """
     cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.M | re.S)
-    modules = set(import_graph())
+    modules = set(import_graph(root))
     found: set[str] = set()
     for cell in cells:
         body = re.sub(r"^---\n.*?\n---\n", "", cell, flags=re.S)  # a cell's own options
         code = "\n".join(line for line in body.splitlines()
                          if not line.startswith((":", "%", "!")))
         found |= resolve(imported_names(code), modules)
+    return found
+
+
+def dependencies(modules: set[str], graph: dict[str, set[str]]) -> set[str]:
+    """``modules`` and everything they import, directly or not, with the package itself.
+
+    >>> graph = {"p": set(), "p.a": {"p.b"}, "p.b": set(), "p.c": set()}
+    >>> sorted(dependencies({"p.a"}, graph))
+    ['p', 'p.a', 'p.b']
+    """
+    found: set[str] = set()
+    todo = [m for m in modules if m in graph]
+    todo += [name for name in graph if "." not in name]  # importing any module runs __init__
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            todo += graph.get(module, ())
     return found

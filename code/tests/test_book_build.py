@@ -8,6 +8,7 @@ cached outputs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -132,8 +133,37 @@ def test_changing_the_package_re_executes_lessons(tmp_path):
     assert fourth.returncode == 0
     assert "Executing notebook" not in fourth.stdout
     assert "VALUE=1" in lesson_html(root)
-    caches = sorted(p.name for p in (root / "_build" / ".jupyter_cache").glob("pkg-*"))
-    assert len(caches) == 2 and all(re.fullmatch(r"pkg-[0-9a-f]{16}", c) for c in caches)
+    record = root / "_build" / ".jupyter_cache" / "llmfs-deps" / "lessons__L01_Test.json"
+    assert "toypkg" in json.loads(record.read_text())  # what the lesson imported, recorded
+
+
+def test_a_change_re_executes_the_lessons_that_import_it_and_no_other(tmp_path):
+    uses_a = LESSON_HEADER + code_cell("from toypkg import a\nprint(f'A={a.VALUE}')")
+    root = make_book(tmp_path / "book", uses_a)
+    (root / "toypkg" / "a.py").write_text("VALUE = 1\n")
+    # b imports c inside a function: a change to c must still reach the lessons that use b.
+    (root / "toypkg" / "b.py").write_text("def value():\n    from toypkg import c\n"
+                                          "    return c.VALUE\n")
+    (root / "toypkg" / "c.py").write_text("VALUE = 10\n")
+    uses_b = LESSON_HEADER + code_cell("import toypkg.b\nprint(f'B={toypkg.b.value()}')")
+    (root / "lessons" / "L02_Other.md").write_text(uses_b)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   "  - file: lessons/L01_Test\n  - file: lessons/L02_Other\n")
+
+    def executed(result) -> set[str]:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return set(re.findall(r"(L0\d_\w+)\.md: Executing notebook", result.stdout))
+
+    assert executed(build(root)) == {"L01_Test", "L02_Other"}
+    assert executed(build(root)) == set()  # nothing changed: both served from the cache
+    (root / "toypkg" / "c.py").write_text("VALUE = 20\n")  # only L02 reaches c (through b)
+    assert executed(build(root)) == {"L02_Other"}
+    assert "B=20" in (root / "_build" / "html" / "lessons" / "L02_Other.html").read_text()
+    (root / "toypkg" / "a.py").write_text("VALUE = 2\n")
+    assert executed(build(root)) == {"L01_Test"}
+    assert "A=2" in lesson_html(root)
+    (root / "toypkg" / "__init__.py").write_text("VALUE = 3\n")  # every import runs __init__
+    assert executed(build(root)) == {"L01_Test", "L02_Other"}
 
 
 def test_math_is_rendered_by_a_copy_of_mathjax_served_with_the_site(tmp_path):
@@ -148,3 +178,6 @@ def test_math_is_rendered_by_a_copy_of_mathjax_served_with_the_site(tmp_path):
     assert entry.resolve().is_file() and entry.stat().st_size > 500_000  # the real bundle
     fonts = root / "_build" / "html" / "_static" / "mathjax" / "es5" / "output" / "chtml" / "fonts"
     assert any(fonts.rglob("*.woff"))  # the fonts it loads next, also local
+    # and the theme's pages start in a valid light/dark mode, with each script once
+    assert 'data-theme="auto"' in html
+    assert html.count("const THEBE_JS_URL") <= 1
