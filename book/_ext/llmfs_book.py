@@ -106,6 +106,19 @@ def lesson_key(app: Sphinx, docname: str, text: str) -> tuple[str, list[str]]:
     return digest.hexdigest(), counted
 
 
+def _is_notebook(app: Sphinx, docname: str) -> bool:
+    path = Path(app.srcdir) / f"{docname}.md"
+    return path.is_file() and path.read_text(encoding="utf-8").startswith("---\njupytext:")
+
+
+def _pages_that_read_the_lessons(app: Sphinx, env, added, changed, removed) -> list[str]:
+    """When a lesson changes, re-read the executed pages outside lessons/ (they read every lesson;
+    the book's map lists what each imports), so their cache keys are checked again."""
+    if not any(d.startswith("lessons/") for d in (*added, *changed, *removed)):
+        return []
+    return [d for d in env.found_docs if not d.startswith("lessons/") and _is_notebook(app, d)]
+
+
 def _add_dependency_cell(app: Sphinx, docname: str, source: list[str]) -> None:
     """Append the hidden cell that keys the lesson's cache and records what it imported."""
     if not hasattr(app, "llmfs") or not source[0].startswith("---\njupytext:"):
@@ -181,5 +194,6 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _key_cache_on_package, priority=100)
     app.connect("config-inited", _serve_mathjax_locally, priority=900)
     app.connect("source-read", _add_dependency_cell)
+    app.connect("env-get-outdated", _pages_that_read_the_lessons)
     app.connect("html-page-context", _fix_page, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

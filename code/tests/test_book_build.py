@@ -166,6 +166,25 @@ def test_a_change_re_executes_the_lessons_that_import_it_and_no_other(tmp_path):
     assert executed(build(root)) == {"L01_Test", "L02_Other"}
 
 
+def test_a_page_that_reads_every_lesson_re_executes_when_a_lesson_changes(tmp_path):
+    root = make_book(tmp_path / "book", LESSON_HEADER + code_cell("print('lesson')"))
+    page = LESSON_HEADER.replace("# A lesson", "# A map") + code_cell(
+        "from pathlib import Path\nprint(len(Path('../lessons/L01_Test.md').read_text()))")
+    (root / "book" / "map.md").write_text(page)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   "  - file: book/map\n  - file: lessons/L01_Test\n")
+
+    def executed(result) -> set[str]:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return set(re.findall(r"/(\w+)\.md: Executing notebook", result.stdout))
+
+    assert executed(build(root)) == {"map", "L01_Test"}
+    assert executed(build(root)) == set()
+    lesson = root / "lessons" / "L01_Test.md"
+    lesson.write_text(lesson.read_text() + "More prose.\n")  # not its code: the lesson is cached
+    assert executed(build(root)) == {"map"}  # but the page that reads it runs again
+
+
 def test_math_is_rendered_by_a_copy_of_mathjax_served_with_the_site(tmp_path):
     lesson = LESSON_HEADER + "Scaled by $1/\\sqrt{d_h}$.\n\n" + code_cell("x = 1")
     root = make_book(tmp_path / "book", lesson)
