@@ -1,8 +1,9 @@
 """The built site, read in a real browser: headless Chromium driven by Playwright.
 
 These tests need the built book (``_build/html``, or ``$LLMFS_SITE_DIR``) and Chromium (Debian's
-``chromium`` package; Playwright drives it through its executable, no browser download). Run
-them after a build with ``LLMFS_SITE_TESTS=1 pytest code/tests/test_site.py``. The site is
+``chromium`` package; Playwright drives it through its executable, no browser download).
+``.ci/run`` runs them after the build (installing Chromium when it is missing); by hand:
+``LLMFS_SITE_TESTS=1 pytest code/tests/test_site.py``. The site is
 served on localhost and every request to another host is refused, so a page that needs
 the network to render shows up as a failed request. Screenshots of the landing page and a lesson
 are written to ``_build/screenshots/``.
