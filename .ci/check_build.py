@@ -3,8 +3,8 @@
 Usage: python .ci/check_build.py BUILD_LOG
 
 Failures (the build is broken):
-- a lesson was not executed in this build, or produced no page (a lesson missing from
-  _toc.yml would silently not);
+- a lesson (or a page under results/, which reads what the lessons trained) was not executed
+  in this build, or produced no page (a page missing from _toc.yml would silently not);
 - a figure a lesson glues is not an image on its page (matplotlib leaves the text
   "<Figure size ...>" when figures cannot be rendered), or a learner running the lesson in
   Jupyter would not see it (glue(..., display=False) alone hides it there);
@@ -57,12 +57,14 @@ def main(log_path: str) -> int:
     log = Path(log_path).read_text(errors="replace")
     executed = times_from_log(log)
     problems, book_line = [], ""
-    for lesson in sorted((REPO / "lessons").glob("L*.md")):
-        name = lesson.stem
+    # Every lesson, and the pages after them that read what the lessons trained.
+    pages = [*sorted((REPO / "lessons").glob("L*.md")), *sorted((REPO / "results").glob("*.md"))]
+    for lesson in pages:
+        name, folder = lesson.stem, lesson.parent.name
         seconds = executed.get(name)
         if seconds is None:
             problems.append(f"{name}: not executed in this build")
-        page = REPO / "_build" / "html" / "lessons" / f"{name}.html"
+        page = REPO / "_build" / "html" / folder / f"{name}.html"
         if not page.is_file():
             problems.append(f"{name}: page {page} was not built")
             continue
@@ -73,7 +75,7 @@ def main(log_path: str) -> int:
             problems.append(f"{name}: a figure was rendered as text, not as an image")
         if images < figures:
             problems.append(f"{name}: {figures} glued figures but only {images} images on the page")
-        notebook = REPO / "_build" / "jupyter_execute" / "lessons" / f"{name}.ipynb"
+        notebook = REPO / "_build" / "jupyter_execute" / folder / f"{name}.ipynb"
         outputs = [
             output
             for cell in json.loads(notebook.read_text())["cells"]

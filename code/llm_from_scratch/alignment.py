@@ -166,10 +166,15 @@ def evaluate_policy(model: GPT, tokenizer, reference: GPT, tasks: list[Task],
     accuracy, replies = task_accuracy(model, tokenizer, tasks)
     grades = [judge(t.family, t.prompt, r) for t, r in zip(tasks, replies, strict=True)]
     samples = sample_responses(model, tokenizer, tasks, temperature=1.0, seed=seed)
-    data = shakespeare or shakespeare_tokens("bpe", 1024)
-    loss = evaluate(model, data.val_ids, 128, batch_size=64, max_batches=8)
     return {"judge": sum(grades) / len(grades), **accuracy,
-            "kl": kl_to_reference(model, reference, samples), "shakespeare": data.per_char(loss)}
+            "kl": kl_to_reference(model, reference, samples),
+            "shakespeare": shakespeare_loss(model, shakespeare)}
+
+
+def shakespeare_loss(model: GPT, shakespeare: TokenizedData | None = None) -> float:
+    """The loss on Tiny Shakespeare's validation text, nats per character (8 batches of 64)."""
+    data = shakespeare or shakespeare_tokens("bpe", 1024)
+    return data.per_char(evaluate(model, data.val_ids, 128, batch_size=64, max_batches=8))
 
 
 def _blank(chat: FineTuned) -> GPT:

@@ -62,7 +62,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def browser():
     playwright = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    # $LLMFS_CHROMIUM: another Chromium-based browser (GitHub's runners ship Google Chrome).
+    executable = (os.environ.get("LLMFS_CHROMIUM") or shutil.which("chromium")
+                  or shutil.which("chromium-browser"))
     assert executable, "Chromium is not installed (.ci/run installs Debian's chromium package)"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True,
