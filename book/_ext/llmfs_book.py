@@ -18,9 +18,11 @@ wasteful: a change to ``generation.py`` cannot alter Lesson 1's outputs. So:
    so Sphinx re-reads every page when the package changes (re-reading is what asks the cache);
    a lesson whose key is unchanged is then served from the cache without executing.
 
-The trained models a lesson loads are keyed on the whole package
-(:func:`llm_from_scratch.artifacts.package_fingerprint`), so a lesson that does re-execute
-never loads a model trained by older code.
+The trained models a lesson loads are keyed on the source of the package module that trains
+them and of everything it imports (:func:`llm_from_scratch.artifacts.module_fingerprint`). A
+lesson imports that module, so those modules are among the lesson's own: whenever a model's key
+changes the lesson re-executes, and a lesson that re-executes never loads a model trained by
+older code.
 
 The extension also serves the math renderer from the site itself: MathJax 3, pinned in
 ``requirements.txt`` as a registry package (``django-static-mathjax`` ships its built files and

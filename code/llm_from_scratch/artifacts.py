@@ -1,8 +1,10 @@
 """A disk cache for expensive results (trained models, their losses), keyed so it is never stale.
 
 A lesson that trains a model asks :func:`cached` for it. The key combines what the caller says
-determines the result (configurations, seed) with a fingerprint of the package's own source and
-the data's hash, so editing the package or the data retrains instead of serving an old model.
+determines the result (configurations, seed) with a fingerprint of the source that computes it:
+the package module that asks and every package module it imports, directly or not
+(:func:`module_fingerprint`). Editing that code retrains instead of serving an old model;
+editing a module it never imports (``generation.py``, for the book's model) keeps the model.
 
 The cache lives in ``$LLMFS_CACHE_DIR`` when that is set (CI points it at a fresh directory so a
 cold build is truly cold), otherwise in the user cache directory. It never loses a result: a
@@ -85,11 +87,40 @@ def package_fingerprint() -> str:
     return source_fingerprint(Path(llm_from_scratch.__file__).resolve().parent)
 
 
-def artifact_key(name: str, spec: dict) -> str:
-    """The cache key for ``spec`` (JSON-serialisable) under the current package source."""
-    payload = json.dumps(
-        {"name": name, "spec": spec, "package": package_fingerprint()}, sort_keys=True, default=str
-    )
+def module_fingerprint(module: str) -> str:
+    """sha256 over the source of package ``module`` and of every package module it imports.
+
+    Imports are read from the source (inside functions too) and followed transitively, with the
+    package's ``__init__``, as :func:`llm_from_scratch.source.dependencies` does for the book's
+    lessons. A name that is not a package module (a test's function, a lesson's) gets the whole
+    package's :func:`package_fingerprint`: nothing narrower is known to be safe.
+
+    >>> module_fingerprint("llm_from_scratch.trained") == module_fingerprint("llm_from_scratch.sft")
+    False
+    """
+    from llm_from_scratch.source import dependencies, import_graph
+
+    root = Path(llm_from_scratch.__file__).resolve().parent
+    graph = import_graph(root)
+    if module not in graph:
+        return package_fingerprint()
+    digest = hashlib.sha256()
+    for name in sorted(dependencies({module}, graph)):
+        path = root.joinpath(*name.split(".")[1:])
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def artifact_key(name: str, spec: dict, source: str | None = None) -> str:
+    """The cache key for ``spec`` (JSON-serialisable) computed by ``source``'s code.
+
+    ``source``: a fingerprint of that code (:func:`module_fingerprint`); by default the whole
+    package's.
+    """
+    source = source or package_fingerprint()
+    payload = json.dumps({"name": name, "spec": spec, "package": source}, sort_keys=True,
+                         default=str)
     return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
@@ -108,9 +139,11 @@ def cached(name: str, spec: dict, compute: Callable[[], tuple[dict, dict | None]
 
     ``compute`` returns ``(info, state_dict)``; both are written atomically (a crash never
     leaves half an artifact) and the weights are read back with ``torch.load(weights_only=True)``.
-    While one process computes a key, others asking for it wait, then load its result.
+    While one process computes a key, others asking for it wait, then load its result. The key
+    counts the source of the module that defines ``compute`` and of all it imports.
     """
-    path = cache_root() / artifact_key(name, spec)
+    source = module_fingerprint(getattr(compute, "__module__", None) or "")
+    path = cache_root() / artifact_key(name, spec, source)
     with _lock(path):
         if (artifact := _load(path)) is not None:
             return artifact

@@ -27,6 +27,7 @@ from llm_from_scratch.artifacts import (
     artifact_key,
     cache_root,
     cached,
+    module_fingerprint,
     package_fingerprint,
     source_fingerprint,
 )
@@ -217,6 +218,40 @@ def test_cached_key_includes_the_package_fingerprint(cache_dir, package_copy):
     package_fingerprint.cache_clear()
     art = cached("fp", {"a": 1}, lambda: ({"v": 2}, None))
     assert not art.from_cache and art.info == {"v": 2}
+
+
+def test_module_fingerprint_counts_what_the_module_imports_and_nothing_else(package_copy):
+    trained, sft = module_fingerprint("llm_from_scratch.trained"), module_fingerprint(
+        "llm_from_scratch.sft")
+    generation = package_copy / "generation.py"  # sft imports it; trained does not
+    generation.write_text(generation.read_text() + "\n# an edit\n")
+    assert module_fingerprint("llm_from_scratch.trained") == trained
+    assert module_fingerprint("llm_from_scratch.sft") != sft
+    model = package_copy / "model.py"  # both import it, through others
+    model.write_text(model.read_text() + "\n# an edit\n")
+    assert module_fingerprint("llm_from_scratch.trained") != trained
+    package_fingerprint.cache_clear()
+    assert module_fingerprint("tests.not_the_package") == package_fingerprint()
+
+
+def test_a_result_computed_in_the_package_is_kept_until_its_own_source_changes(cache_dir,
+                                                                              package_copy):
+    def compute(value):
+        def f():
+            return {"v": value}, None
+        f.__module__ = "llm_from_scratch.trained"  # as if defined there, like book_model's
+        return f
+
+    cached("kept", {"a": 1}, compute(1))
+    generation = package_copy / "generation.py"
+    generation.write_text(generation.read_text() + "\n# sampling changed\n")
+    package_fingerprint.cache_clear()
+    again = cached("kept", {"a": 1}, compute(2))
+    assert again.from_cache and again.info == {"v": 1}  # the model never imports generation
+    train = package_copy / "train.py"
+    train.write_text(train.read_text() + "\n# training changed\n")
+    retrained = cached("kept", {"a": 1}, compute(3))
+    assert not retrained.from_cache and retrained.info == {"v": 3}
 
 
 def test_an_uncreatable_cache_returns_the_result_with_a_warning(tmp_path, monkeypatch):
