@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,20 @@ def test_issue_templates_are_valid_forms(name):
 def test_pull_request_template_names_the_checks():
     text = (REPO / ".github" / "pull_request_template.md").read_text()
     assert "lessons.py check" in text and "pytest" in text and "jupyter-book build" in text
+
+
+def test_binder_installs_the_book_requirements_with_cpu_torch():
+    """The launch buttons' Binder: pip reads binder/requirements.txt as it will there."""
+    with warnings.catch_warnings():  # pip's internals still import pkg_resources
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pip._internal.network.session import PipSession
+        from pip._internal.req.req_file import parse_requirements
+
+        def pins(path: Path) -> list[str]:
+            return [r.requirement for r in parse_requirements(str(path), session=PipSession())]
+
+        binder = REPO / "binder" / "requirements.txt"
+        found, ours = pins(binder), pins(REPO / "requirements.txt")
+    assert found == ours and "torch==2.13.0" in found  # every pin, the package (-e .) included
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in binder.read_text()
+    assert (REPO / "binder" / "runtime.txt").read_text().strip() == "python-3.11"

@@ -1,7 +1,9 @@
 """Learners open lessons in JupyterLab: a real server serves each ``.md`` as a notebook.
 
 The server is started as a learner starts it (README: ``JUPYTER_CONFIG_PATH=.jupyter jupyter
-lab``), on a copy of the lessons, and driven through its REST API: the contents API must hand
+lab``) and as Binder's launch buttons start it (the repository is the home directory, so
+``.jupyter`` is the user's own configuration), on a copy of the lessons, and driven through its
+REST API: the contents API must hand
 out a lesson as a notebook (Jupytext's contents manager), a save must write the ``.md`` back and
 nothing else, and the settings API must show that a double click opens a lesson as a notebook.
 """
@@ -34,15 +36,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learner")
+@pytest.fixture(scope="module", params=["learner", "binder"])
+def server(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
     shutil.copytree(REPO / "lessons", root / "lessons")
     shutil.copy(REPO / "jupytext.toml", root / "jupytext.toml")
     port = free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(REPO / ".jupyter"),
-           "JUPYTER_CONFIG_DIR": str(root / ".jupyter-user"),
-           "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
+    if request.param == "learner":  # the README's command, from a clone
+        env = {**os.environ, "JUPYTER_CONFIG_PATH": str(REPO / ".jupyter"),
+               "JUPYTER_CONFIG_DIR": str(root / ".jupyter-user"),
+               "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
+    else:  # Binder copies the repository into the home directory and runs a plain jupyter lab
+        shutil.copytree(REPO / ".jupyter", root / ".jupyter")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+        env["HOME"] = str(root)
     process = subprocess.Popen(
         [str(JUPYTER), "lab", "--no-browser", "--allow-root", f"--port={port}",
          "--ServerApp.ip=127.0.0.1",
