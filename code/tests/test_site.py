@@ -242,6 +242,25 @@ def test_every_internal_link_and_anchor_resolves():
     assert not broken, "\n".join(broken[:50])
 
 
+def test_every_lesson_launches_in_binder_as_its_own_source():
+    """The launch button opens the repository's lesson file in JupyterLab on Binder."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    org, repo = urlparse(config["repository"]["url"]).path.strip("/").split("/")
+    binder = (f"{config['launch_buttons']['binderhub_url']}/v2/gh/{org}/{repo}/"
+              f"{config['repository']['branch']}?urlpath=lab/tree/")
+    lessons = sorted((REPO / "lessons").glob("L*.md"))
+    assert lessons
+    for lesson in lessons:
+        links = parsed(SITE / "lessons" / f"{lesson.stem}.html").links
+        launch = [link for link in links if link.startswith(binder)]
+        assert launch == [f"{binder}lessons/{lesson.name}"], (lesson.stem, launch)
+    # Binder installs binder/requirements.txt (tested in test_contributing.py), and its home is
+    # the repository, so .jupyter/labconfig opens the .md as a notebook (test_jupyterlab.py).
+    assert (REPO / "binder" / "requirements.txt").is_file()
+
+
 def test_screenshots_of_the_landing_page_and_a_lesson(server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shots = {}
