@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -80,16 +80,21 @@ def test_pull_request_template_names_the_checks():
 
 def test_binder_installs_the_book_requirements_with_cpu_torch():
     """The launch buttons' Binder: pip reads binder/requirements.txt as it will there."""
-    with warnings.catch_warnings():  # pip's internals still import pkg_resources
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from pip._internal.network.session import PipSession
-        from pip._internal.req.req_file import parse_requirements
-
-        def pins(path: Path) -> list[str]:
-            return [r.requirement for r in parse_requirements(str(path), session=PipSession())]
-
-        binder = REPO / "binder" / "requirements.txt"
-        found, ours = pins(binder), pins(REPO / "requirements.txt")
+    # pip's own parser, in a child process: importing pip's internals here would import
+    # distutils before setuptools, which later breaks torch.compile in this test process.
+    code = (
+        "import json, sys, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from pip._internal.network.session import PipSession\n"
+        "from pip._internal.req.req_file import parse_requirements\n"
+        "print(json.dumps([[r.requirement for r in parse_requirements(f, session=PipSession())]\n"
+        "                  for f in sys.argv[1:]]))\n"
+    )
+    binder = REPO / "binder" / "requirements.txt"
+    files = [str(binder), str(REPO / "requirements.txt")]
+    result = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
+                            check=True)
+    found, ours = json.loads(result.stdout)
     assert found == ours and "torch==2.13.0" in found  # every pin, the package (-e .) included
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in binder.read_text()
     assert (REPO / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
