@@ -39,6 +39,8 @@ import os
 import textwrap
 from pathlib import Path
 
+import nbformat
+from jupyter_cache import get_cache
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.util import logging
@@ -121,6 +123,30 @@ def _pages_that_read_the_lessons(app: Sphinx, env, added, changed, removed) -> l
     return [d for d in env.found_docs if not d.startswith("lessons/") and _is_notebook(app, d)]
 
 
+def _keep_outputs_in_the_download(app: Sphinx, doctree) -> None:
+    """Give the downloadable notebook of a page served from the cache its outputs.
+
+    When myst-nb finds a page in its execution cache it renders the cached outputs but writes
+    ``jupyter_execute/<page>.ipynb`` (which the theme copies to ``_sources/`` as the download)
+    from the notebook it read, without them. Merge them in again from the same cache.
+    """
+    docname = app.env.docname
+    if not _is_notebook(app, docname) or not app.config.nb_execution_cache_path:
+        return
+    path = Path(app.outdir).parent / "jupyter_execute" / f"{docname}.ipynb"
+    if not path.is_file():
+        return
+    notebook = nbformat.read(path, as_version=4)
+    if any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+        return  # executed in this build: the notebook was written with its outputs
+    try:
+        _, merged = get_cache(app.config.nb_execution_cache_path).merge_match_into_notebook(
+            notebook)
+    except KeyError:  # not in the cache (a page that is not executed)
+        return
+    nbformat.write(merged, path)
+
+
 def _add_dependency_cell(app: Sphinx, docname: str, source: list[str]) -> None:
     """Append the hidden cell that keys the lesson's cache and records what it imported."""
     if not hasattr(app, "llmfs") or not source[0].startswith("---\njupytext:"):
@@ -197,5 +223,6 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _serve_mathjax_locally, priority=900)
     app.connect("source-read", _add_dependency_cell)
     app.connect("env-get-outdated", _pages_that_read_the_lessons)
+    app.connect("doctree-read", _keep_outputs_in_the_download)
     app.connect("html-page-context", _fix_page, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

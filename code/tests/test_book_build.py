@@ -133,6 +133,10 @@ def test_changing_the_package_re_executes_lessons(tmp_path):
     assert fourth.returncode == 0
     assert "Executing notebook" not in fourth.stdout
     assert "VALUE=1" in lesson_html(root)
+    # The page was served from the cache; its downloadable notebook has the outputs too.
+    for folder in ("jupyter_execute", "html/_sources"):
+        download = (root / "_build" / folder / "lessons" / "L01_Test.ipynb").read_text()
+        assert "VALUE=1" in download, folder
     record = root / "_build" / ".jupyter_cache" / "llmfs-deps" / "lessons__L01_Test.json"
     assert "toypkg" in json.loads(record.read_text())  # what the lesson imported, recorded
 

@@ -197,6 +197,11 @@ def test_the_notebook_download_is_a_valid_notebook_with_outputs(server, browser)
     nbformat.validate(notebook)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert sum(bool(c.outputs) for c in code) > len(code) / 2  # executed: outputs are kept
+    # Every lesson's download, whether executed in this build or served from the cache.
+    for lesson in sorted((REPO / "lessons").glob("L*.md")):
+        download = nbformat.read(SITE / "_sources" / "lessons" / f"{lesson.stem}.ipynb", 4)
+        code = [c for c in download.cells if c.cell_type == "code"]
+        assert sum(bool(c.outputs) for c in code) > len(code) / 2, lesson.stem
 
 
 class Links(HTMLParser):
