@@ -46,7 +46,7 @@ from sphinx.config import Config
 from sphinx.util import logging
 
 from llm_from_scratch.artifacts import source_fingerprint
-from llm_from_scratch.source import dependencies, import_graph, lesson_modules
+from llm_from_scratch.source import dependencies, import_graph, lesson_modules, module_file
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,6 @@ def _key_cache_on_package(app: Sphinx, config: Config) -> None:
     logger.info(f"llmfs: package source hash {source_hash[:16]}, jupyter-cache at {base}")
 
 
-def _module_file(root: Path, module: str) -> Path:
-    parts = module.split(".")[1:]
-    path = root.joinpath(*parts)
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
 def lesson_key(app: Sphinx, docname: str, text: str) -> tuple[str, list[str]]:
     """The hash a lesson's outputs depend on, and the modules it counts (see the module doc)."""
     info = app.llmfs
@@ -104,7 +98,7 @@ def lesson_key(app: Sphinx, docname: str, text: str) -> tuple[str, list[str]]:
     for root, graph in info["packages"].items():
         modules = dependencies(lesson_modules(text, root) | (recorded & set(graph)), graph)
         for module in sorted(modules):
-            path = _module_file(root, module)
+            path = module_file(module, root)
             digest.update(module.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
             counted.append(module)
     return digest.hexdigest(), counted

@@ -98,7 +98,7 @@ def module_fingerprint(module: str) -> str:
     >>> module_fingerprint("llm_from_scratch.trained") == module_fingerprint("llm_from_scratch.sft")
     False
     """
-    from llm_from_scratch.source import dependencies, import_graph
+    from llm_from_scratch.source import dependencies, import_graph, module_file
 
     root = Path(llm_from_scratch.__file__).resolve().parent
     graph = import_graph(root)
@@ -106,9 +106,8 @@ def module_fingerprint(module: str) -> str:
         return package_fingerprint()
     digest = hashlib.sha256()
     for name in sorted(dependencies({module}, graph)):
-        path = root.joinpath(*name.split(".")[1:])
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        content = module_file(name, root).read_bytes()
+        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()
 
 

@@ -97,6 +97,13 @@ def module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
     return ".".join((root.name, *parts)).removesuffix(".__init__")
 
 
+def module_file(module: str, root: Path = PACKAGE_ROOT) -> Path:
+    """The source file of ``module`` in the package rooted at ``root`` (the inverse of
+    :func:`module_name`)."""
+    path = root.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def imported_names(code: str, here: str = "") -> list[str]:
     """Every dotted name that ``code`` imports, anywhere in it (``here``: its package)."""
     names = []

@@ -82,6 +82,12 @@ def lesson_html(root: Path) -> str:
     return (root / "_build" / "html" / "lessons" / "L01_Test.html").read_text()
 
 
+def executed(result: subprocess.CompletedProcess) -> set[str]:
+    """The pages a successful build executed (not served from the cache), by file stem."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return set(re.findall(r"/(\w+)\.md: Executing notebook", result.stdout))
+
+
 def test_a_failing_cell_fails_the_build(tmp_path):
     lesson = LESSON_HEADER + code_cell("x = 1") + code_cell("raise RuntimeError('boom-42')")
     result = build(make_book(tmp_path / "book", lesson))
@@ -154,10 +160,6 @@ def test_a_change_re_executes_the_lessons_that_import_it_and_no_other(tmp_path):
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                    "  - file: lessons/L01_Test\n  - file: lessons/L02_Other\n")
 
-    def executed(result) -> set[str]:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return set(re.findall(r"(L0\d_\w+)\.md: Executing notebook", result.stdout))
-
     assert executed(build(root)) == {"L01_Test", "L02_Other"}
     assert executed(build(root)) == set()  # nothing changed: both served from the cache
     (root / "toypkg" / "c.py").write_text("VALUE = 20\n")  # only L02 reaches c (through b)
@@ -177,10 +179,6 @@ def test_a_page_that_reads_every_lesson_re_executes_when_a_lesson_changes(tmp_pa
     (root / "book" / "map.md").write_text(page)
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                    "  - file: book/map\n  - file: lessons/L01_Test\n")
-
-    def executed(result) -> set[str]:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return set(re.findall(r"/(\w+)\.md: Executing notebook", result.stdout))
 
     assert executed(build(root)) == {"map", "L01_Test"}
     assert executed(build(root)) == set()
