@@ -33,11 +33,15 @@ Lower modules never import higher ones: ``tokenizer_base``, ``bpe_merge``, ``tok
 ``chat_template`` → ``sft``; ``cli``, ``generate`` and ``chat`` on top.
 
 Importing the package sets PyTorch's CPU threads to the cores that are free
-(:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number).
+(:func:`llm_from_scratch.runtime.use_free_cores`; ``LLMFS_THREADS`` fixes the number). With
+``LLMFS_SEED_OFFSET=k`` set, it also shifts every seed set afterwards by ``k``
+(:mod:`llm_from_scratch.seeding`), to run the book as another draw.
 """
 
 __version__ = "0.1.0"
 
 from llm_from_scratch.runtime import use_free_cores as _use_free_cores
+from llm_from_scratch.seeding import install_from_environment as _shift_seeds
 
 _use_free_cores()
+_shift_seeds()

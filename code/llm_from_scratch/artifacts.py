@@ -34,6 +34,7 @@ import platformdirs
 import torch
 
 import llm_from_scratch
+from llm_from_scratch.seeding import seed_offset
 
 try:
     import fcntl
@@ -111,6 +112,16 @@ def module_fingerprint(module: str) -> str:
     return digest.hexdigest()
 
 
+def numerics() -> dict:
+    """What besides the spec and the code moves a trained result: the seed offset and the CPU path.
+
+    A model trained under ``$LLMFS_SEED_OFFSET`` or the common-CPU switches (float32 instead of
+    bfloat16, AVX2 kernels) is another result than the default run's and is cached apart.
+    """
+    return {"seed_offset": seed_offset(), "no_bf16": bool(os.environ.get("LLMFS_NO_BF16")),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def artifact_key(name: str, spec: dict, source: str | None = None) -> str:
     """The cache key for ``spec`` (JSON-serialisable) computed by ``source``'s code.
 
@@ -118,8 +129,8 @@ def artifact_key(name: str, spec: dict, source: str | None = None) -> str:
     package's.
     """
     source = source or package_fingerprint()
-    payload = json.dumps({"name": name, "spec": spec, "package": source}, sort_keys=True,
-                         default=str)
+    payload = json.dumps({"name": name, "spec": spec, "package": source,
+                          "numerics": numerics()}, sort_keys=True, default=str)
     return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
