@@ -191,9 +191,12 @@ def fmt(value: object) -> str:
 def clause_cell(clause: dict | None) -> str:
     if clause is None:
         return "—"
-    values = clause["values"] or []
-    text = f" {' '.join(clause['op'])} ".join(fmt(v) for v in values) if clause["op"] else (
-        fmt(values[0]) if values else "?")
+    values = [fmt(v) for v in clause["values"] or []]
+    if clause["op"] and len(values) == len(clause["op"]) + 1:
+        pairs = zip(clause["op"], values[1:], strict=True)
+        text = values[0] + "".join(f" {op} {v}" for op, v in pairs)
+    else:  # a truth value, or the error a clause raised
+        text = " ".join(values) or "?"
     if clause["margin"] is not None:
         text += f" (margin {clause['margin']:+.4g})"
     return text + ("" if clause["passed"] else " FAIL")
