@@ -3,6 +3,9 @@
 Usage: python .ci/check_build.py BUILD_LOG
 
 Failures (the build is broken):
+- a page's execution failed (a cell raised or timed out): listed, each with its failing cell and
+  exception, from the list the book's Sphinx extension prints at the end of the build, so a CI
+  log ends with every failed page, not only the first;
 - a lesson (or a page under results/, which reads what the lessons trained) was not executed
   in this build, or produced no page (a page missing from _toc.yml would silently not);
 - a figure a lesson glues is not an image on its page (matplotlib leaves the text
@@ -14,8 +17,9 @@ Failures (the build is broken):
 
 Reported, never failed (a slow or busy machine must not fail CI): each lesson's execution time
 against its budget, and the book's model's training time against its five minutes
-(code/benchmarks/lesson_times.py holds the budgets). The table goes to stdout and, when CI
-provides one, to the job summary ($GITHUB_STEP_SUMMARY).
+(code/benchmarks/lesson_times.py holds the budgets), headed by the machine that measured them
+(code/benchmarks/machine.py: CPU, AVX2/AVX-512/AMX, torch's CPU capability, training dtype).
+The table goes to stdout and, when CI provides one, to the job summary ($GITHUB_STEP_SUMMARY).
 """
 
 from __future__ import annotations
@@ -51,16 +55,32 @@ def book_model_problems(stdout: str) -> tuple[list[str], str]:
     return problems, line
 
 REPO = Path(__file__).resolve().parents[1]
+FAILED_PAGES = "Pages whose execution failed"  # how book/_ext/llmfs_book.py heads its list
+
+
+def failed_pages(log: str) -> dict[str, str]:
+    """``{docname: failing cell and exception}`` from the list the build printed at its end."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log)  # Sphinx colours its output
+    failed = {}
+    for block in re.finditer(rf"^{FAILED_PAGES} .*\n((?:  \S.*\n?)*)", text, re.M):
+        for line in block.group(1).splitlines():
+            docname, _, failure = line.strip().partition(": ")
+            failed[docname] = failure
+    return failed
 
 
 def main(log_path: str) -> int:
     log = Path(log_path).read_text(errors="replace")
     executed = times_from_log(log)
+    failed = failed_pages(log)
     problems, book_line = [], ""
     # Every lesson, and the pages after them that read what the lessons trained.
     pages = [*sorted((REPO / "lessons").glob("L*.md")), *sorted((REPO / "results").glob("*.md"))]
     for lesson in pages:
         name, folder = lesson.stem, lesson.parent.name
+        if f"{folder}/{name}" in failed:  # its notebook stops at the failure: nothing to check
+            print(f"{name}: execution failed")
+            continue
         seconds = executed.get(name)
         if seconds is None:
             problems.append(f"{name}: not executed in this build")
@@ -100,10 +120,12 @@ def main(log_path: str) -> int:
         print(f"{name}: {status}, {images} images for {figures} glued figures")
     report = f"## Lesson execution times (reported, not enforced)\n\n{table(executed)}\n"
     report += f"\n{book_line}\n" if book_line else ""
-    print(report)
+    print(report, flush=True)  # before the failures on stderr, so they end the log
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
             summary.write(report)
+    # The pages that failed to execute last, so that a failed build's log ends with them.
+    problems += [f"{docname}: execution failed at {failure}" for docname, failure in failed.items()]
     for problem in problems:
         print(f"FAILED: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -24,6 +24,12 @@ lesson imports that module, so those modules are among the lesson's own: wheneve
 changes the lesson re-executes, and a lesson that re-executes never loads a model trained by
 older code.
 
+A cell error does not stop the build (``raise_on_error: false`` in ``_config.yml``): myst-nb
+reports it as a warning, which ``--warningiserror`` turns into a failed build once every other
+page has executed. At the end the extension lists each page whose execution failed, with its
+failing cell and exception, and makes Sphinx read such a page again at the next build: myst-nb
+caches only notebooks that executed without error, so the page executes again.
+
 The extension also serves the math renderer from the site itself: MathJax 3, pinned in
 ``requirements.txt`` as a registry package (``django-static-mathjax`` ships its built files and
 nothing else), is copied into ``_static/mathjax`` and the pages load it from there, so a learner
@@ -36,6 +42,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -115,6 +122,61 @@ def _pages_that_read_the_lessons(app: Sphinx, env, added, changed, removed) -> l
     if not any(d.startswith("lessons/") for d in (*added, *changed, *removed)):
         return []
     return [d for d in env.found_docs if not d.startswith("lessons/") and _is_notebook(app, d)]
+
+
+def _failed_pages(env) -> dict[str, str]:
+    """``{docname: traceback}`` of the pages whose execution failed, from myst-nb's records."""
+    return {
+        docname: data["exec_data"].get("traceback") or ""
+        for docname, data in sorted(getattr(env, "nb_metadata", {}).items())
+        if data.get("exec_data") and not data["exec_data"].get("succeeded", True)
+    }
+
+
+def _pages_that_failed(app: Sphinx, env, added, changed, removed) -> list[str]:
+    """Read again the pages whose execution failed in an earlier build.
+
+    Sphinx keeps a page it has read until its source changes, so without this a page that
+    failed would be skipped by the next build, which would then pass.
+    """
+    return [d for d in _failed_pages(env) if d in env.found_docs]
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_failure(traceback: str) -> str:
+    """One line from a failed execution's traceback: the cell, its first line, the exception.
+
+    For example ``cell In[3] `x = 1 ...`: KeyError: 'k'`` (``In[3]``: the third code cell run).
+    """
+    text = ANSI_ESCAPE.sub("", traceback)
+    where = "a cell"
+    if number := re.search(r"Cell In\[(\d+)\]", text):
+        where = f"cell In[{number.group(1)}]"
+    # nbclient quotes the cell between dashed lines, after one of these two phrases.
+    quoted = re.search(r"(?:following cell|preview of the cell contents):\n-+\n(.*?)\n-+\n",
+                       text, re.S)
+    if quoted and (lines := quoted.group(1).strip().splitlines()):
+        more = len(lines) > 1 or len(lines[0]) > 72
+        where += f" `{lines[0][:72]}{' ...' if more else ''}`"
+    if timeout := re.search(r"CellTimeoutError: (.*)", text):
+        error = f"CellTimeoutError: {timeout.group(1).strip()}"  # not the preview after it
+    else:  # IPython's traceback ends with the exception line
+        error = next((line.strip() for line in reversed(text.splitlines()) if line.strip()),
+                     "unknown error")
+    return f"{where}: {error}"
+
+
+def _list_failed_pages(app: Sphinx, exception: Exception | None) -> None:
+    """End the build's output with every page whose execution failed, so one build names all."""
+    failed = _failed_pages(app.env)
+    if not failed:
+        return
+    reports = Path(app.outdir) / "reports"
+    lines = [f"Pages whose execution failed ({len(failed)}; full tracebacks in {reports}):"]
+    lines += [f"  {docname}: {describe_failure(tb)}" for docname, tb in failed.items()]
+    logger.info("\n".join(lines), color="red")
 
 
 def _keep_outputs_in_the_download(app: Sphinx, doctree) -> None:
@@ -217,6 +279,8 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _serve_mathjax_locally, priority=900)
     app.connect("source-read", _add_dependency_cell)
     app.connect("env-get-outdated", _pages_that_read_the_lessons)
+    app.connect("env-get-outdated", _pages_that_failed)
     app.connect("doctree-read", _keep_outputs_in_the_download)
     app.connect("html-page-context", _fix_page, priority=900)
+    app.connect("build-finished", _list_failed_pages)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -51,9 +51,15 @@ def execute(lesson: Path) -> float:
     return time.perf_counter() - start
 
 
-def table(times: dict[str, float]) -> str:
-    """A Markdown table: lesson, time, budget, and whether it fit."""
-    rows = ["| Lesson | Time (s) | Budget (s) | |", "|---|---:|---:|---|"]
+def table(times: dict[str, float], machine: str | None = None) -> str:
+    """A Markdown table: lesson, time, budget, and whether it fit; headed by the machine that
+    measured the times (``machine``, by default this one: :func:`machine.summary_line`)."""
+    if machine is None:
+        from machine import summary_line  # beside this file, like the scripts that import it
+
+        machine = summary_line()
+    rows = [f"Measured on: {machine}", "",
+            "| Lesson | Time (s) | Budget (s) | |", "|---|---:|---:|---|"]
     for name, seconds in sorted(times.items()):
         fits = "within budget" if seconds <= budget(name) else "**over budget**"
         rows.append(f"| {name} | {seconds:.1f} | {budget(name):.0f} | {fits} |")

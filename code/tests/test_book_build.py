@@ -2,12 +2,14 @@
 
 These tests copy the real ``_config.yml`` and Sphinx extension into a temporary book, so they
 prove what the real build does: a lesson with a failing cell (or one that makes Sphinx warn)
-fails the build, and a change to the package re-executes lessons instead of serving stale
-cached outputs.
+fails the build, but only after every other page has executed, and the build lists each failed
+page; a failed page executes again at the next build; and a change to the package re-executes
+lessons instead of serving stale cached outputs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Sphinx colours its output
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +50,12 @@ def code_cell(source: str) -> str:
 
 def make_book(root: Path, lesson: str) -> Path:
     """A one-lesson book with the project's real configuration and a toy package ``toypkg``."""
+    return make_book_of(root, {"L01_Test": lesson})
+
+
+def make_book_of(root: Path, lessons: dict[str, str]) -> Path:
+    """A book of these lessons (``{stem: text}``, in this order in the table of contents), with
+    the project's real configuration and a toy package ``toypkg``."""
     root.mkdir(parents=True, exist_ok=True)
     config = (REPO / "_config.yml").read_text()
     config = config.replace("- code/llm_from_scratch", "- toypkg")
@@ -58,10 +67,10 @@ def make_book(root: Path, lesson: str) -> Path:
     shutil.copy(REPO / "requirements.txt", root / "requirements.txt")
     (root / "book" / "intro.md").write_text("# Intro\n\nA test book.\n")
     (root / "lessons").mkdir()
-    (root / "lessons" / "L01_Test.md").write_text(lesson)
-    (root / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nchapters:\n  - file: lessons/L01_Test\n"
-    )
+    for stem, text in lessons.items():
+        (root / "lessons" / f"{stem}.md").write_text(text)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n" + "".join(
+        f"  - file: lessons/{stem}\n" for stem in lessons))
     (root / "toypkg").mkdir()
     (root / "toypkg" / "__init__.py").write_text("VALUE = 1\n")
     return root
@@ -76,6 +85,14 @@ def build(root: Path) -> subprocess.CompletedProcess:
         env=env,
         timeout=300,
     )
+
+
+def check_build():
+    """``.ci/check_build.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("check_build", REPO / ".ci" / "check_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def lesson_html(root: Path) -> str:
@@ -93,6 +110,63 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     result = build(make_book(tmp_path / "book", lesson))
     assert result.returncode != 0
     assert "boom-42" in result.stdout + result.stderr
+
+
+def test_one_build_runs_every_page_and_lists_every_failed_one(tmp_path):
+    # The good page comes after a failing one: the build must go on and execute it.
+    first = LESSON_HEADER + code_cell("x = 1") + code_cell("raise RuntimeError('boom-first')")
+    good = LESSON_HEADER + code_cell("print('good:', 6 * 7)")
+    second = LESSON_HEADER + code_cell("def f():\n    raise ValueError('boom-second')\nf()")
+    root = make_book_of(tmp_path / "book",
+                        {"L01_First": first, "L02_Good": good, "L03_Second": second})
+    result = build(root)
+    output = ANSI_ESCAPE.sub("", result.stdout + result.stderr)
+    assert result.returncode != 0
+    assert "/L02_Good.md: Executed notebook" in output
+    assert "good: 42" in (root / "_build" / "html" / "lessons" / "L02_Good.html").read_text()
+    # At the end, after every page executed: each failed page, its cell and its exception.
+    failed = output[output.index("Pages whose execution failed (2"):]
+    assert "lessons/L01_First: cell In[2] `raise RuntimeError('boom-first')`: " \
+           "RuntimeError: boom-first" in failed
+    assert "lessons/L03_Second: cell In[1] `def f(): ...`: ValueError: boom-second" in failed
+    assert "L02_Good" not in failed
+    # CI's checks read the same list from the log, to end it with each failed page.
+    assert check_build().failed_pages(result.stdout + result.stderr) == {
+        "lessons/L01_First": "cell In[2] `raise RuntimeError('boom-first')`: "
+                             "RuntimeError: boom-first",
+        "lessons/L03_Second": "cell In[1] `def f(): ...`: ValueError: boom-second"}
+
+    # The next build executes the failed pages again (they were not cached) and fails again;
+    # the good page is served from the cache.
+    again = build(root)
+    assert again.returncode != 0
+    assert set(re.findall(r"/(\w+)\.md: Executing notebook", again.stdout)) == {
+        "L01_First", "L03_Second"}
+    assert "boom-first" in again.stdout and "boom-second" in again.stdout
+
+    # Fixed, they pass and show their new outputs.
+    (root / "lessons" / "L01_First.md").write_text(LESSON_HEADER + code_cell("print('fixed 1')"))
+    (root / "lessons" / "L03_Second.md").write_text(LESSON_HEADER + code_cell("print('fixed 3')"))
+    assert executed(build(root)) == {"L01_First", "L03_Second"}
+    assert "fixed 3" in (root / "_build" / "html" / "lessons" / "L03_Second.html").read_text()
+
+
+def test_a_failure_is_described_by_its_cell_and_exception():
+    sys.path.insert(0, str(REPO / "book" / "_ext"))
+    from llmfs_book import describe_failure
+
+    error = ("nbclient.exceptions.CellExecutionError: An error occurred while executing the "
+             "following cell:\n------------------\nx = 1\nraise KeyError('k')\n"
+             "------------------\n\n\x1b[31mKeyError\x1b[39m  Traceback (most recent call last)\n"
+             "Cell In[3], line 2\n----> 2 raise KeyError('k')\n\n\x1b[31mKeyError\x1b[39m: 'k'\n")
+    assert describe_failure(error) == "cell In[3] `x = 1 ...`: KeyError: 'k'"
+    timeout = ("nbclient.exceptions.CellTimeoutError: A cell timed out while it was being "
+               "executed, after 300 seconds.\nThe message was: Cell execution timed out.\n"
+               "Here is a preview of the cell contents:\n-------------------\n"
+               "import time\ntime.sleep(999)\n-------------------\n")
+    assert describe_failure(timeout) == (
+        "a cell `import time ...`: CellTimeoutError: A cell timed out while it was being "
+        "executed, after 300 seconds.")
 
 
 def test_a_warning_fails_the_build(tmp_path):
