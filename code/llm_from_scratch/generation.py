@@ -74,10 +74,11 @@ def filter_logits(
 def apply_repetition_penalty(
     logits: torch.Tensor, ids: torch.Tensor, penalty: float
 ) -> torch.Tensor:
-    """Make the tokens of ``ids`` ``(B, T)`` less likely in ``logits`` ``(B, V)`` (CTRL's rule).
+    """Make the tokens of ``ids`` ``(B, T)`` less likely in ``logits`` ``(B, V)``.
 
-    A seen token's positive logit is divided by ``penalty`` and a negative one multiplied, so a
-    penalty above 1 always lowers it (Keskar et al., 2019); each token counts once.
+    CTRL (Keskar et al., 2019) divides a seen token's logit by ``penalty``, which would raise a
+    negative one; as in ``transformers``, a positive logit is divided and a negative one
+    multiplied, so a penalty above 1 always lowers it. Each token counts once.
 
     >>> apply_repetition_penalty(torch.tensor([[2.0, -2.0, 1.0]]), torch.tensor([[0, 1]]), 2.0)
     tensor([[ 1., -4.,  1.]])
