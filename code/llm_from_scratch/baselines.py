@@ -8,8 +8,9 @@ progression (appendix "Before attention").
   the last ``window`` characters, concatenate the embeddings, one ``tanh`` hidden layer,
   logits. Its context is fixed: it never sees further back than its window.
 - :class:`LSTMLanguageModel` is a one-layer LSTM (Hochreiter & Schmidhuber, 1997, with the
-  forget gate of Gers, Schmidhuber & Cummins, 2000), its cell written out gate by gate with the same parameter layout as :class:`torch.nn.LSTM`, so the two
-  can be compared weight for weight. Its context is unbounded, but it reads one step at a time.
+  forget gate of Gers, Schmidhuber & Cummins, 2000), its cell written out gate by gate with the
+  same parameter layout as :class:`torch.nn.LSTM`, so the two can be compared weight for weight.
+  Its context is unbounded, but it reads one step at a time.
 
 >>> model = MLPLanguageModel(MLPConfig(vocab_size=65, window=8, n_embd=16, n_hidden=64))
 >>> model(torch.zeros(2, 5, dtype=torch.long))[0].shape
