@@ -62,7 +62,9 @@ def short(value: Any) -> Any:
         return as_number if math.isfinite(as_number) else repr(as_number)
     if isinstance(value, bool | str) and len(str(value)) <= 80:
         return value
-    text = repr(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # an array: its kind, not its values
+        return f"<{type(value).__name__} {tuple(value.shape)} {value.dtype}>"
+    text = (repr(value).splitlines() or [""])[0]
     return text if len(text) <= 80 else text[:77] + "..."
 
 
