@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import summary_line as machine_line  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "_build" / "claims"
 PROBE = Path(__file__).resolve().parent / "claims_probe.py"
@@ -84,19 +87,6 @@ def run_environment(run_dir: Path, offset: int, common_cpu: bool) -> dict[str, s
     if common_cpu:
         env.update(COMMON_CPU)
     return env
-
-
-def machine_line() -> str:
-    """One line naming the CPU and the numerics this process runs with."""
-    try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from machine import summary_line
-
-        return summary_line()
-    except ImportError:
-        import torch
-
-        return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 # ----------------------------------------------------------------------------- one run
