@@ -3,7 +3,9 @@
 Rafailov et al. (2023) showed that the policy maximizing reward with a KL penalty ``β`` has a
 closed form, so the reward can be written through the policy itself: ``β · log π/π_ref``, the
 *implicit reward*. Bradley–Terry on implicit rewards is :func:`dpo_loss`; it needs the
-reference's log-probabilities of each pair, computed once before training.
+reference's log-probabilities of each pair, computed once before training (:class:`DPOPairs`).
+Training goes through :func:`~llm_from_scratch.train.train`'s loss seam (:class:`DPOLoss`),
+like the reward model's.
 
 >>> import torch
 >>> zero = torch.zeros(1)
@@ -16,16 +18,19 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
+from llm_from_scratch import runtime
 from llm_from_scratch.model import GPT
-from llm_from_scratch.preference import PreferencePairs, Responses, sequence_logprobs
+from llm_from_scratch.preference import PreferencePairs, Responses, select, sequence_logprobs
 from llm_from_scratch.rl_common import check_number
 from llm_from_scratch.runtime import evaluating
+from llm_from_scratch.train import TrainConfig, train
 
 
 def dpo_loss(
@@ -92,34 +97,106 @@ def reference_logps(reference: GPT, pairs: PreferencePairs, batch_size: int = 25
     return torch.cat(chosen), torch.cat(rejected)
 
 
+class DPOPairs:
+    """Preference pairs as batches for :func:`~llm_from_scratch.train.train`, the reference's
+    log-probabilities computed once: ``(chosen_ids, chosen_mask, rejected_ids, rejected_mask,
+    ref_chosen, ref_rejected, chosen_tokens)``.
+
+    ``chosen_tokens`` (each chosen reply's length, for the NLL per token) comes last, so the
+    training loop counts a batch by its pairs.
+    """
+
+    def __init__(self, pairs: PreferencePairs, reference: GPT) -> None:
+        self.chosen, self.rejected = pairs.chosen, pairs.rejected
+        self.ref_chosen, self.ref_rejected = reference_logps(reference, pairs)
+        self.chosen_tokens = pairs.chosen.mask.sum(dim=1)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def _rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        c_width = int(self.chosen.last[rows].max()) + 1
+        r_width = int(self.rejected.last[rows].max()) + 1
+        return (self.chosen.ids[rows, :c_width], self.chosen.mask[rows, :c_width],
+                self.rejected.ids[rows, :r_width], self.rejected.mask[rows, :r_width],
+                self.ref_chosen[rows], self.ref_rejected[rows], self.chosen_tokens[rows])
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, ...]:
+        """Random pairs (with replacement), for training."""
+        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Every pair once, in order, for evaluation."""
+        for start in range(0, len(self), batch_size):
+            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
+
+
+class DPOLoss:
+    """The training loop's loss for DPO: mean :func:`dpo_loss`, plus ``nll_coef`` times the
+    chosen replies' negative log-likelihood per token (RPO, TRL's "sft" term).
+
+    The loop knows only the loss, so each training step's figures are kept in ``history``:
+    the DPO loss, the NLL, the mean implicit-reward margin (chosen − rejected), the share of
+    pairs it ranks right, and the chosen replies' log-probability change from the reference
+    (nats per reply). Evaluation, which runs without gradients, is not recorded.
+    """
+
+    def __init__(self, beta: float, nll_coef: float = 0.0) -> None:
+        self.beta, self.nll_coef = beta, nll_coef
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        c_ids, c_mask, r_ids, r_mask, ref_chosen, ref_rejected, chosen_tokens = batch
+        chosen = sequence_logprobs(model, c_ids, c_mask)
+        rejected = sequence_logprobs(model, r_ids, r_mask)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen, rejected, ref_chosen, ref_rejected, self.beta)
+        nll = (-chosen / chosen_tokens).mean()
+        if torch.is_grad_enabled():  # a training step, not one of the loop's evaluations
+            margin = chosen_rewards - rejected_rewards
+            self.history.append({
+                "step": len(self.history), "loss": losses.mean().item(), "nll": nll.item(),
+                "margin": float(margin.mean()),
+                "reward_accuracy": float((margin > 0).float().mean()),
+                "chosen_logp_change": float(chosen_rewards.mean()) / self.beta})
+        return losses.mean() + self.nll_coef * nll
+
+
+def dpo_train_config(config: DPOConfig, block_size: int) -> TrainConfig:
+    """The training loop's settings for ``config``: a constant rate, no weight decay, the
+    precision the hardware runs fastest, and one evaluation at the end."""
+    return TrainConfig(
+        block_size=block_size, batch_size=config.batch_size, max_steps=config.steps,
+        learning_rate=config.learning_rate, weight_decay=0.0, grad_clip=config.grad_clip,
+        schedule="constant", eval_interval=config.steps, eval_batches=1, seed=config.seed,
+        dtype="auto")
+
+
 def train_dpo(sft: GPT, pairs: PreferencePairs, config: DPOConfig = DPOConfig(), *,
               progress: bool = True) -> tuple[GPT, list[dict[str, float]], float]:
-    """DPO from the fine-tuned model ``sft`` (also the reference) on preference ``pairs``.
+    """DPO from the fine-tuned model ``sft`` (also the reference) on preference ``pairs``,
+    through :func:`~llm_from_scratch.train.train`.
 
-    Returns the policy, a row of figures per step (loss, implicit-reward margin and accuracy
-    on the step's pairs), and the seconds taken.
+    Returns the policy, a row of figures per step (see :class:`DPOLoss`) and the seconds taken.
+    The loop's validation loss is read on the first batch of training pairs only: it is not
+    how DPO is judged, and the whole set would cost as much as training.
     """
-    torch.manual_seed(config.seed)
-    policy = copy.deepcopy(sft).eval()
-    ref_chosen, ref_rejected = reference_logps(sft, pairs)
-    chosen_tokens = pairs.chosen.mask.sum(dim=1)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(config.seed)
-    history, start = [], time.perf_counter()
-    for step in tqdm(range(config.steps), desc="dpo", disable=not progress, mininterval=1.0):
-        rows = torch.randint(len(pairs), (config.batch_size,), generator=generator)
-        chosen = _logps(policy, pairs.chosen, rows)
-        rejected = _logps(policy, pairs.rejected, rows)
-        losses, chosen_rewards, rejected_rewards = dpo_loss(
-            chosen, rejected, ref_chosen[rows], ref_rejected[rows], config.beta)
-        nll = (-chosen / chosen_tokens[rows]).mean()  # per token, as RPO and TRL's "sft" term
-        loss = losses.mean() + config.nll_coef * nll
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-        optimizer.step()
-        margin = chosen_rewards - rejected_rewards
-        history.append({"step": step, "loss": losses.mean().item(), "nll": nll.item(),
-                        "margin": float(margin.mean()),
-                        "reward_accuracy": float((margin > 0).float().mean())})
-    return policy.eval(), history, time.perf_counter() - start
+    start = time.perf_counter()
+    train_config = dpo_train_config(config, sft.config.block_size)
+    # The reference's log-probabilities in the precision the policy's are computed in, so the
+    # two agree exactly at the first step and the loss starts at ln 2.
+    dtype = runtime.resolve_dtype(train_config.dtype, train_config.device)
+    with runtime.autocast(train_config.device, dtype):
+        data = DPOPairs(pairs, sft)
+        val = DPOPairs(_first(pairs, config.batch_size), sft)
+    policy, loss_fn = copy.deepcopy(sft), DPOLoss(config.beta, config.nll_coef)
+    train(policy, data, val, train_config, loss_fn=loss_fn, progress=progress,
+          description="dpo")
+    return policy.eval(), loss_fn.history, time.perf_counter() - start
+
+
+def _first(pairs: PreferencePairs, n: int) -> PreferencePairs:
+    rows = range(min(n, len(pairs)))
+    return PreferencePairs(select(pairs.chosen, rows), select(pairs.rejected, rows),
+                           pairs.chosen_grades[:n], pairs.rejected_grades[:n])

@@ -3,8 +3,9 @@
 DeepSeekMath (Shao et al., 2024) samples a *group* of replies to each prompt and uses each
 reply's reward relative to its group as the advantage of all its tokens
 (:func:`grpo_advantages`): no value model to train, and here no reward model either, since the
-task suite's :func:`~llm_from_scratch.tasks.score` verifies each reply. The KL to the reference
-is a loss term (:func:`k3_kl`), not a reward penalty.
+task suite's :func:`~llm_from_scratch.tasks.score` verifies each reply (any function of the
+replies can stand in for it). The KL to the reference is a loss term (:func:`k3_kl`), not a
+reward penalty.
 
 >>> import torch
 >>> grpo_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), group_size=2).tolist()
@@ -15,21 +16,22 @@ from __future__ import annotations
 
 import copy
 import random
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm import tqdm
 
 from llm_from_scratch.model import GPT
-from llm_from_scratch.preference import sample_responses, token_logprobs
-from llm_from_scratch.rl_common import check_number
+from llm_from_scratch.preference import Responses, sample_responses, token_logprobs
+from llm_from_scratch.rl_common import Learner, check_number, policy_loop
 from llm_from_scratch.tasks import Task
 
 #: Added to a group's standard deviation, so a group whose rewards are all equal gets
 #: advantages of exactly 0 (TRL's value).
 GROUP_EPS = 1e-4
+
+#: A reward function: one number per reply of a batch of :class:`Responses`.
+RewardFn = Callable[[Responses], Sequence[float]]
 
 
 def grpo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -95,41 +97,50 @@ class GRPOConfig:
         return asdict(self)
 
 
+def exact_match(replies: Responses) -> list[float]:
+    """GRPO's default reward: each reply's exact-match score, 1 if correct, else 0."""
+    return replies.scored()
+
+
 def train_grpo(sft: GPT, tokenizer, tasks: Sequence[Task], config: GRPOConfig = GRPOConfig(),
-               *, progress: bool = True) -> tuple[GPT, list[dict[str, float]], float]:
+               *, reward_fn: RewardFn | None = None, progress: bool = True
+               ) -> tuple[GPT, list[dict[str, float]], float]:
     """GRPO from the fine-tuned model ``sft`` (also the reference) on ``tasks``, rewarded by
-    their exact-match score.
+    ``reward_fn`` (by default :func:`exact_match`).
 
     Returns the policy, a row of figures per step (the replies' mean reward, the share of
     groups whose rewards were all equal, the KL) and the seconds taken.
     """
     torch.manual_seed(config.seed)
     policy, reference = copy.deepcopy(sft).eval(), copy.deepcopy(sft).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    reward_fn = reward_fn or exact_match
     rng = random.Random(config.seed)
-    history, start = [], time.perf_counter()
-    for step in tqdm(range(config.steps), desc="grpo", disable=not progress, mininterval=1.0):
-        chosen = rng.sample(list(tasks), config.prompts)
-        with torch.no_grad():
-            replies = sample_responses(policy, tokenizer, chosen, samples=config.group_size,
-                                       temperature=config.temperature, seed=step,
-                                       max_new_tokens=config.max_new_tokens)
-            ids, mask = replies.ids, replies.mask
-            rewards = torch.tensor(replies.scored())
-            advantages = grpo_advantages(rewards, config.group_size)
-            old_logprobs = token_logprobs(policy, ids, config.temperature)
-            ref_logprobs = token_logprobs(reference, ids, config.temperature)
+
+    def make_batch(step: int) -> tuple[Responses, torch.Tensor, torch.Tensor, torch.Tensor]:
+        replies = sample_responses(policy, tokenizer, rng.sample(list(tasks), config.prompts),
+                                   samples=config.group_size, temperature=config.temperature,
+                                   seed=step, max_new_tokens=config.max_new_tokens)
+        rewards = torch.tensor(reward_fn(replies), dtype=torch.float32)
+        old_logprobs = token_logprobs(policy, replies.ids, config.temperature)
+        ref_logprobs = token_logprobs(reference, replies.ids, config.temperature)
+        return replies, rewards, old_logprobs, ref_logprobs
+
+    def update(batch, learner: Learner) -> dict[str, float]:
+        replies, rewards, old_logprobs, ref_logprobs = batch
+        ids, mask = replies.ids, replies.mask
+        advantages = grpo_advantages(rewards, config.group_size)
         for _ in range(config.iterations):
-            logprobs = token_logprobs(policy, ids, config.temperature)
-            loss = grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask,
-                             config.clip, config.beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-            optimizer.step()
+            with learner.precision():
+                logprobs = token_logprobs(policy, ids, config.temperature)
+                loss = grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask,
+                                 config.clip, config.beta)
+            learner.step(loss)
         groups = rewards.view(-1, config.group_size)
         flat = (groups == groups[:, :1]).all(dim=1).float().mean()
         kl = ((k3_kl(logprobs, ref_logprobs) * mask).sum(dim=1)).mean()
-        history.append({"step": step, "reward": float(rewards.mean()), "flat_groups": float(flat),
-                        "kl": kl.item(), "loss": loss.item()})
-    return policy.eval(), history, time.perf_counter() - start
+        return {"reward": float(rewards.mean()), "flat_groups": float(flat), "kl": kl.item(),
+                "loss": loss.item()}
+
+    history, seconds = policy_loop([policy], config, make_batch, update, description="grpo",
+                                   progress=progress)
+    return policy.eval(), history, seconds

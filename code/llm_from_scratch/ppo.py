@@ -6,7 +6,7 @@ scores them with the reward model at their end token, and subtracts at every rep
 penalty ``kl_coef · (log π − log π_ref)`` for straying from the fine-tuned reference. A value
 model (a copy of the reward model) estimates the return; :func:`gae` turns rewards and values
 into advantages; then several epochs of minibatches follow the clipped surrogate
-(:func:`ppo_losses`).
+(:func:`ppo_losses`). :func:`~llm_from_scratch.rl_common.policy_loop` alternates the two.
 
 Per-token tensors are ``(B, T)`` and aligned with the token ids: position ``t`` holds what
 concerns token ``t`` (its log-probability, the reward for choosing it, the value of the state
@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import copy
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from llm_from_scratch.model import GPT
 from llm_from_scratch.preference import (
@@ -38,7 +36,7 @@ from llm_from_scratch.preference import (
     token_logprobs,
 )
 from llm_from_scratch.reward import RewardModel
-from llm_from_scratch.rl_common import check_number, masked_mean, whiten
+from llm_from_scratch.rl_common import Learner, check_number, masked_mean, policy_loop, whiten
 from llm_from_scratch.tasks import Task
 
 
@@ -176,23 +174,22 @@ def rollout(policy: GPT, reference: GPT, reward_model: RewardModel, value_model:
     return Rollout(responses, logprobs, values, advantages, returns, scores, kl)
 
 
-def ppo_update(policy: GPT, value_model: RewardModel, optimizer: torch.optim.Optimizer,
-               batch: Rollout, config: PPOConfig, generator: torch.Generator) -> dict[str, float]:
-    """``epochs`` passes of minibatches over one rollout; the last minibatch's figures."""
+def ppo_update(policy: GPT, value_model: RewardModel, learner: Learner, batch: Rollout,
+               config: PPOConfig, generator: torch.Generator) -> dict[str, float]:
+    """``epochs`` passes of minibatches over one rollout, an optimizer step on each (the
+    :class:`~llm_from_scratch.rl_common.Learner` trains the policy and the value model
+    together); the last minibatch's figures."""
     ids, mask = batch.responses.ids, batch.responses.mask
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(config.epochs):
         for rows in torch.randperm(len(ids), generator=generator).split(config.minibatch_size):
-            logprobs = token_logprobs(policy, ids[rows], config.temperature)
-            values = state_values(value_model, ids[rows])
-            policy_loss, value_loss, stats = ppo_losses(
-                logprobs, batch.logprobs[rows], batch.advantages[rows], values,
-                batch.values[rows], batch.returns[rows], mask[rows], config.clip,
-                config.value_clip)
-            optimizer.zero_grad(set_to_none=True)
-            (policy_loss + config.value_coef * value_loss).backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            with learner.precision():
+                logprobs = token_logprobs(policy, ids[rows], config.temperature)
+                values = state_values(value_model, ids[rows])
+                policy_loss, value_loss, stats = ppo_losses(
+                    logprobs, batch.logprobs[rows], batch.advantages[rows], values,
+                    batch.values[rows], batch.returns[rows], mask[rows], config.clip,
+                    config.value_clip)
+            learner.step(policy_loss + config.value_coef * value_loss)
     return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), **stats}
 
 
@@ -202,6 +199,8 @@ def train_ppo(
 ) -> tuple[GPT, list[dict[str, float]], float]:
     """PPO from the fine-tuned model ``sft`` (also the frozen reference) on ``tasks``' prompts.
 
+    ``reward_model`` is anything with :class:`~llm_from_scratch.reward.RewardModel`'s
+    interface: its ``score`` rewards the replies, and a copy of it, trained, is the value model.
     Returns the policy, one row of figures per step (the reward model's mean score, the KL
     to the reference, the judge's mean grade of the rollout's replies) and the seconds taken.
     """
@@ -212,16 +211,19 @@ def train_ppo(
     value_model = copy.deepcopy(reward_model).eval().requires_grad_(True)
     reward_model = copy.deepcopy(reward_model).eval().requires_grad_(False)
     reference.requires_grad_(False)
-    optimizer = torch.optim.AdamW([*policy.parameters(), *value_model.parameters()],
-                                  lr=config.learning_rate, weight_decay=0.0)
     rng, generator = random.Random(config.seed), torch.Generator().manual_seed(config.seed)
-    history, start = [], time.perf_counter()
-    for step in tqdm(range(config.steps), desc="ppo", disable=not progress, mininterval=1.0):
-        batch = rollout(policy, reference, reward_model, value_model, tokenizer,
-                        rng.sample(list(tasks), config.batch_size), config, seed=step)
-        stats = ppo_update(policy, value_model, optimizer, batch, config, generator)
+
+    def make_batch(step: int) -> Rollout:
+        return rollout(policy, reference, reward_model, value_model, tokenizer,
+                       rng.sample(list(tasks), config.batch_size), config, seed=step)
+
+    def update(batch: Rollout, learner: Learner) -> dict[str, float]:
+        stats = ppo_update(policy, value_model, learner, batch, config, generator)
         grades = batch.responses.judged()
-        history.append({"step": step, "reward": float(batch.scores.mean()),
-                        "kl": float(batch.kl.mean()), "judge": sum(grades) / len(grades),
-                        "accuracy": sum(batch.responses.scored()) / len(grades), **stats})
-    return policy.eval(), history, time.perf_counter() - start
+        return {"reward": float(batch.scores.mean()), "kl": float(batch.kl.mean()),
+                "judge": sum(grades) / len(grades),
+                "accuracy": sum(batch.responses.scored()) / len(grades), **stats}
+
+    history, seconds = policy_loop([policy, value_model], config, make_batch, update,
+                                   description="ppo", progress=progress)
+    return policy.eval(), history, seconds

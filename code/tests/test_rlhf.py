@@ -7,6 +7,8 @@ import dataclasses
 import math
 import random
 import re
+import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -37,6 +39,7 @@ from llm_from_scratch.reward import (
     pair_loss,
     train_reward_model,
 )
+from llm_from_scratch.rl_common import Learner, policy_loop
 from llm_from_scratch.sft import prompt_ids
 from llm_from_scratch.tokenizer import BPETokenizer
 
@@ -402,8 +405,8 @@ def test_train_dpo_starts_at_ln2_and_leaves_the_sft_model_alone(chat, pairs):
     before = snapshot(model)
     policy, history, seconds = train_dpo(model, pairs, DPOConfig(steps=2, batch_size=4),
                                          progress=False)
-    assert [set(h) for h in history] == [{"step", "loss", "nll", "margin",
-                                          "reward_accuracy"}] * 2
+    assert [set(h) for h in history] == [{"step", "loss", "nll", "margin", "reward_accuracy",
+                                          "chosen_logp_change"}] * 2
     assert history[0]["loss"] == pytest.approx(LN2, abs=1e-5)
     assert history[0]["margin"] == pytest.approx(0.0, abs=1e-6)
     assert unchanged(model, before) and not unchanged(policy, before) and seconds > 0
@@ -439,3 +442,33 @@ def test_train_ppo_leaves_the_reward_model_trainable(chat):
     config = PPOConfig(steps=1, batch_size=2, minibatch_size=2, epochs=1, max_new_tokens=4)
     train_ppo(model, rm, tokenizer, some, config, progress=False)
     assert all(p.requires_grad for p in rm.parameters())
+
+
+def test_policy_loop_stops_after_the_step_that_ctrl_c_interrupts():
+    layer, weights = torch.nn.Linear(1, 1), []
+
+    def update(batch, learner):
+        with learner.precision():
+            loss = layer(batch).square().mean()
+        if len(weights) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of step 1
+        learner.step(loss)
+        weights.append(layer.weight.item())
+        return {"loss": loss.item()}
+
+    before = signal.getsignal(signal.SIGINT)
+    config = SimpleNamespace(steps=5, learning_rate=0.1, grad_clip=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        policy_loop([layer], config, lambda step: torch.ones(2, 1), update, description="test",
+                    progress=False)
+    assert len(weights) == 2 and weights[0] != weights[1]  # step 1 finished; step 2 never began
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_learner_refuses_a_loss_that_is_not_finite_before_any_weight_changes():
+    layer = torch.nn.Linear(1, 1)
+    before = snapshot(layer)
+    learner = Learner(layer.parameters(), learning_rate=0.1, grad_clip=1.0)
+    with pytest.raises(FloatingPointError, match="nan"):
+        learner.step(layer(torch.ones(1, 1)).sum() * float("nan"))
+    assert unchanged(layer, before)
