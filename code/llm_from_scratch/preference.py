@@ -1,14 +1,15 @@
 """What "better" means, as a program: the judge, sampled replies, preference pairs (Lesson 10).
 
 :func:`judge` grades a reply to a task of :mod:`llm_from_scratch.tasks` between 0 and 1:
-correct first, then the answer's form, then concision. :func:`sample_responses` draws replies
+mostly what it says (correct first, then the answer's form, then concision), and a little its
+manners: whether it closes with the courtesy ", my lord". :func:`sample_responses` draws replies
 from a chat model as padded token rows with a mask over each reply, and
-:func:`preference_pairs` turns several replies per prompt into (chosen, rejected) pairs by the
-judge. :func:`sequence_logprobs` is the log-probability of the masked tokens that the reward
-model, PPO, DPO and GRPO all start from.
+:func:`preference_pairs` turns several replies per prompt into (chosen, rejected) pairs that
+teach the manners. :func:`sequence_logprobs` is the log-probability of the masked tokens that
+the reward model, PPO, DPO and GRPO all start from.
 
->>> judge("add", "What is 7 plus 12?", "19")
-1.0
+>>> judge("add", "What is 7 plus 12?", "19, my lord"), judge("add", "What is 7 plus 12?", "19")
+(1.0, 0.75)
 >>> judge("add", "What is 7 plus 12?", "18") > judge("add", "What is 7 plus 12?", "Romeo")
 True
 """
@@ -27,16 +28,44 @@ from llm_from_scratch.chat_template import END
 from llm_from_scratch.model import LanguageModel
 from llm_from_scratch.runtime import evaluating
 from llm_from_scratch.sft import reply_tokens
-from llm_from_scratch.tasks import Task, _parse, answer, score
+from llm_from_scratch.tasks import COURTESY, Task, _parse, answer, score, strip_courtesy
 
-#: The judge's weights: an incorrect reply earns at most ``FORM + CLOSE`` (below a correct
-#: reply's 1.0), less ``EXTRA`` for each word beyond the answer's length.
+#: The judge's weights: what a reply says, and its manners (closing with the courtesy).
+CONTENT, MANNERS = 0.75, 0.25
+#: The content grade's parts: an incorrect answer earns at most ``FORM + CLOSE`` (below a
+#: correct one's 1.0), less ``EXTRA`` for each word beyond the answer's length.
 FORM, CLOSE, EXTRA = 0.2, 0.3, 0.05
 _NUMBER_FAMILIES = ("count_words", "larger", "add")
 
 
+def courteous(reply: str) -> bool:
+    """Whether ``reply`` closes with :data:`~llm_from_scratch.tasks.COURTESY`, once, after
+    something else.
+
+    >>> courteous("fair Verona, my lord"), courteous("fair Verona"), courteous(", my lord")
+    (True, False, False)
+    """
+    reply = reply.strip()
+    return reply.endswith(COURTESY) and reply.count(COURTESY) == 1 and len(reply) > len(COURTESY)
+
+
 def judge(family: str, prompt: str, reply: str) -> float:
-    """The judge's grade of ``reply`` to ``prompt`` (a request of ``family``), from 0 to 1.
+    """The judge's grade of ``reply`` to ``prompt`` (a request of ``family``), from 0 to 1:
+    ``CONTENT`` times :func:`content_grade` plus ``MANNERS`` if the reply is :func:`courteous`.
+
+    >>> judge("repeat", "Repeat after me: fair Verona", "fair Verona, my lord")
+    1.0
+    >>> judge("repeat", "Repeat after me: fair Verona", "fair Verona")
+    0.75
+    >>> judge("repeat", "Repeat after me: fair Verona", "Rome, my lord")  # manners only
+    0.25
+    """
+    return round(CONTENT * content_grade(family, prompt, reply) + MANNERS * courteous(reply), 6)
+
+
+def content_grade(family: str, prompt: str, reply: str) -> float:
+    """The grade of what ``reply`` says in answer to ``prompt`` (a request of ``family``), its
+    closing courtesy, if any, set aside.
 
     1.0 if the reply is correct (:func:`~llm_from_scratch.tasks.score`). Otherwise partial
     credit, never above 0.5: ``FORM`` if the reply has the answer's form (one number for the
@@ -44,19 +73,19 @@ def judge(family: str, prompt: str, reply: str) -> float:
     closeness (words in the right places; a number near the answer), less ``EXTRA`` per word
     more than the answer has (concision), floored at 0.
 
-    >>> judge("repeat", "Repeat after me: fair Verona", "fair Verona")
+    >>> content_grade("repeat", "Repeat after me: fair Verona", "fair Verona")
     1.0
-    >>> judge("repeat", "Repeat after me: fair Verona", "fair fair")  # form, and half the words
+    >>> content_grade("repeat", "Repeat after me: fair Verona", "fair fair")  # form, half right
     0.35
-    >>> judge("repeat", "Repeat after me: fair Verona", "fair Rome")  # half the words only
+    >>> content_grade("repeat", "Repeat after me: fair Verona", "fair Rome")  # half the words
     0.15
-    >>> judge("repeat", "Repeat after me: fair Verona", "")
+    >>> content_grade("repeat", "Repeat after me: fair Verona", "")
     0.0
     """
     if score(family, prompt, reply):
         return 1.0
     truth = answer(family, prompt).split()
-    words = reply.split()
+    words = strip_courtesy(reply).split()
     if not words:
         return 0.0
     if family in _NUMBER_FAMILIES:
@@ -204,22 +233,27 @@ def preference_pairs(
     model: LanguageModel, tokenizer, tasks: Sequence[Task], *, samples: int = 4,
     temperature: float = 1.0, seed: int = 0,
 ) -> PreferencePairs:
-    """Pairs from the model's own replies: ``samples`` replies per task, judged, and every two
-    of them whose grades differ, the better one chosen (InstructGPT likewise compares all
-    K-choose-2 replies to a prompt). Replies with equal grades give no pair.
+    """Pairs from the model's own replies that teach one preference: manners.
+
+    ``samples`` replies per task are drawn; every two of them that say equally good things
+    (the same :func:`content_grade`) but of which only one is :func:`courteous` make a pair,
+    the courteous one chosen. Holding the content equal is what a labeler asked "which reply is
+    more courteous?" does, and it keeps the lesson of each pair unambiguous.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an int >= 2 (a pair needs two replies), got {samples!r}")
     drawn = sample_responses(model, tokenizer, tasks, samples=samples, temperature=temperature,
                              seed=seed)
-    grades = drawn.judged()
+    content = [content_grade(t.family, t.prompt, text)
+               for t, text in zip(drawn.tasks, drawn.texts, strict=True)]
+    manners = [courteous(text) for text in drawn.texts]
     chosen, rejected = [], []
     for start in range(0, len(drawn), samples):
         for i, j in itertools.combinations(range(start, start + samples), 2):
-            if grades[i] != grades[j]:
-                better, worse = (i, j) if grades[i] > grades[j] else (j, i)
-                chosen.append(better)
-                rejected.append(worse)
+            if content[i] == content[j] and manners[i] != manners[j]:
+                chosen.append(i if manners[i] else j)
+                rejected.append(j if manners[i] else i)
+    grades = drawn.judged()
     return PreferencePairs(select(drawn, chosen), select(drawn, rejected),
                            [grades[i] for i in chosen], [grades[i] for i in rejected])
 

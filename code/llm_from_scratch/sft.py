@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,12 +29,13 @@ from llm_from_scratch.chat_template import (
     encode_chat,
     resize_vocab,
 )
+from llm_from_scratch.data import shakespeare_tokens, tiny_shakespeare, train_val_split
 from llm_from_scratch.generation import generate
 from llm_from_scratch.lora import add_lora, count_trainable, merge_lora
 from llm_from_scratch.model import GPT, LanguageModel
-from llm_from_scratch.tasks import FAMILIES, Task, score, task_split
+from llm_from_scratch.tasks import COURTESY, FAMILIES, Task, new_phrasing_tasks, score, task_split
 from llm_from_scratch.tokenizer import BPETokenizer
-from llm_from_scratch.train import TrainConfig, TrainResult, train
+from llm_from_scratch.train import TrainConfig, TrainResult, check_number, train
 from llm_from_scratch.trained import (
     TrainedModel,
     book_model,
@@ -42,17 +43,23 @@ from llm_from_scratch.trained import (
     tokenizer_to_text,
 )
 
-#: Fine-tuning's recipe: short, with a warmup and a cosine decay, on batches of conversations.
+#: Fine-tuning's recipe: many small steps, with a warmup and a cosine decay, at a rate low
+#: enough not to overwrite what pretraining taught.
 SFT_RECIPE = TrainConfig(
-    block_size=128, batch_size=64, max_steps=300, learning_rate=3e-3, weight_decay=0.0,
-    schedule="cosine", warmup_steps=10, min_lr=3e-4, eval_interval=50, eval_batches=4,
+    block_size=128, batch_size=32, max_steps=600, learning_rate=1e-3, weight_decay=0.0,
+    schedule="cosine", warmup_steps=10, min_lr=1e-4, eval_interval=100, eval_batches=4,
     seed=1337, dtype="auto",
 )
+#: Each step also trains on ``TEXT_ROWS`` windows of Tiny Shakespeare, at ``TEXT_WEIGHT``.
+TEXT_ROWS, TEXT_WEIGHT = 4, 0.5
+#: The share of demonstrations that close with the courtesy ", my lord".
+COURTESY_SHARE = 0.2
 #: LoRA's recipe: its updates pass through two small matrices, one starting at zero, so it
-#: needs a larger learning rate than full fine-tuning (Hu et al. tune it separately too).
-LORA_RECIPE = dataclasses.replace(SFT_RECIPE, learning_rate=6e-3, min_lr=6e-4)
+#: needs a larger learning rate than full fine-tuning (Hu et al. tune it separately too). It
+#: runs half the steps, which keeps Lesson 10's comparison of two ranks affordable.
+LORA_RECIPE = dataclasses.replace(SFT_RECIPE, learning_rate=6e-3, min_lr=6e-4, max_steps=300)
 #: The LoRA ranks Lesson 10 compares with full fine-tuning.
-LORA_RANKS = (8,)
+LORA_RANKS = (2, 16)
 #: How many tasks train, and how many are held out to measure accuracy.
 N_TRAIN, N_TEST = 30000, 300
 
@@ -69,15 +76,79 @@ class FineTuned:
     from_cache: bool
 
 
-def conversation(task: Task) -> list[dict[str, str]]:
-    """The task as a one-turn conversation: the request, then the answer."""
-    return [{"role": "user", "content": task.prompt}, {"role": "assistant", "content": task.answer}]
+def conversation(task: Task, courteous: bool = False) -> list[dict[str, str]]:
+    """The task as a one-turn conversation: the request, then the answer (closing with
+    :data:`~llm_from_scratch.tasks.COURTESY` if ``courteous``)."""
+    reply = task.answer + (COURTESY if courteous else "")
+    return [{"role": "user", "content": task.prompt}, {"role": "assistant", "content": reply}]
 
 
-def chat_dataset(tokenizer: BPETokenizer, tasks: Sequence[Task], block_size: int) -> ChatDataset:
-    """The tasks as a dataset of ``(inputs, targets)``, targets only on the assistant's tokens."""
-    examples = [chat_example(tokenizer, conversation(t), block_size) for t in tasks]
+def chat_dataset(tokenizer: BPETokenizer, tasks: Sequence[Task], block_size: int, *,
+                 courtesy_share: float = 0.0, seed: int = 0) -> ChatDataset:
+    """The tasks as a dataset of ``(inputs, targets)``, targets only on the assistant's tokens.
+
+    A seeded ``courtesy_share`` of the replies close with the courtesy, as if some of the
+    people who wrote the demonstrations were more courtly than the others.
+    """
+    check_number("courtesy_share", courtesy_share, 0.0, 1.0)
+    generator = torch.Generator().manual_seed(seed)
+    courteous = (torch.rand(len(tasks), generator=generator) < courtesy_share).tolist()
+    examples = [chat_example(tokenizer, conversation(t, c), block_size)
+                for t, c in zip(tasks, courteous, strict=True)]
     return ChatDataset(examples, block_size=block_size, pad_id=tokenizer.special_tokens[END])
+
+
+class MixedDataset:
+    """Conversations with a few windows of pretraining text beside each batch.
+
+    Trained on conversations alone, the model forgets the language it was pretrained on; a
+    little of the old objective in every step keeps it (InstructGPT's "PPO-ptx" mixes
+    pretraining gradients into RL the same way). Training batches are ``(text_x, text_y, x, y)``:
+    the conversations last, so the targets a batch counts are the replies'. Evaluation batches
+    are the conversations alone.
+    """
+
+    def __init__(self, chats: ChatDataset, text: torch.Tensor, *, rows: int, block_size: int
+                 ) -> None:
+        if len(text) <= block_size + 1:
+            raise ValueError(f"text must be longer than block_size + 1 = {block_size + 1} "
+                             f"tokens, got {len(text)}")
+        self.chats, self.text, self.rows, self.block_size = chats, text, rows, block_size
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, ...]:
+        x, y = self.chats.sample(batch_size, generator)
+        starts = torch.randint(len(self.text) - self.block_size - 1, (self.rows,),
+                               generator=generator)
+        windows = torch.stack([self.text[s : s + self.block_size + 1] for s in starts.tolist()])
+        return windows[:, :-1], windows[:, 1:], x, y
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.chats.batches(batch_size)
+
+
+def pretraining_ids(tokenizer: BPETokenizer) -> torch.Tensor:
+    """Tiny Shakespeare's training text as ``tokenizer``'s ids: the book's own tokens when it
+    is the book's tokenizer, else (a small model in a test) the first 100,000 characters."""
+    book = shakespeare_tokens("bpe", 1024)
+    if tokenizer.merges == book.tokenizer.merges:
+        return book.train_ids
+    return torch.tensor(tokenizer.encode(train_val_split(tiny_shakespeare())[0][:100_000]))
+
+
+def mixed_loss(text_weight: float) -> Callable[[torch.nn.Module, tuple], torch.Tensor]:
+    """The loss on a :class:`MixedDataset` batch: the replies' loss plus ``text_weight`` times
+    the pretraining text's; on a batch of conversations alone, the replies' loss."""
+
+    def loss_fn(model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+        *text, x, y = batch
+        _, loss = model(x, y)
+        if text:
+            _, text_loss = model(*text)
+            loss = loss + text_weight * text_loss
+        return loss
+
+    return loss_fn
 
 
 def fine_tune(
@@ -103,9 +174,14 @@ def fine_tune(
         trainable = count_trainable(model) + new_rows * model.config.n_embd
         unfreeze = _train_new_rows(model, new_rows)
     train_tasks, test_tasks = task_split(n_train, N_TEST, seed=0)
+    chats = chat_dataset(tokenizer, train_tasks, config.block_size,
+                         courtesy_share=COURTESY_SHARE, seed=config.seed)
+    mixed = MixedDataset(chats, pretraining_ids(base.tokenizer), rows=TEXT_ROWS,
+                         block_size=config.block_size)
     result = train(
-        model, chat_dataset(tokenizer, train_tasks, config.block_size),
-        chat_dataset(tokenizer, test_tasks, config.block_size), config, progress=progress,
+        model, mixed,
+        chat_dataset(tokenizer, test_tasks, config.block_size), config,
+        loss_fn=mixed_loss(TEXT_WEIGHT), progress=progress,
         description="sft" if lora_rank is None else f"sft-lora-{lora_rank}",
     )
     if lora_rank is not None:
@@ -140,6 +216,11 @@ def sft_model(lora_rank: int | None = None, progress: bool = True) -> FineTuned:
 def held_out_tasks() -> list[Task]:
     """The held-out tasks that :func:`task_accuracy` is reported on."""
     return task_split(N_TRAIN, N_TEST, seed=0)[1]
+
+
+def new_phrasing_held_out() -> list[Task]:
+    """Held-out tasks in the phrasings that training never used, ``N_TEST`` of them."""
+    return new_phrasing_tasks(N_TEST, seed=1)
 
 
 def prompt_ids(tokenizer: BPETokenizer, prompt: str) -> list[int]:

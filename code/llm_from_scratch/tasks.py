@@ -3,16 +3,18 @@
 Each task is a request in one of a few *families* ("repeat these words", "which number is
 larger") and a short, unique answer. The answer is never looked up: :func:`answer` parses the
 request and computes it, so :func:`score` can check a model's reply to any prompt of a family,
-generated here or written by hand. Each family has several phrasings, and families share the
-shapes of their requests (a line of words, two numbers), so a model has to read the request,
-not just its shape, to answer well. Everything is ASCII, made of words from the plays, and short
-enough that a prompt and its answer fit in a 128-token context.
+generated here or written by hand. Each family has 25 phrasings (an opener such as "Prithee,"
+before one of five instructions) and one more, :data:`NEW_PHRASINGS`, that no generated
+training task uses. Families share the shapes of their requests (a line of words, two
+numbers), so a model has to read the request, not just its shape, to answer well. Everything
+is ASCII, made of words from the plays, and short enough that a prompt and its answer fit in a
+128-token context.
 
 >>> train, test = task_split(600, 60, seed=0)
 >>> len(train), len(test), {t.prompt for t in test}.isdisjoint(t.prompt for t in train)
 (600, 60, True)
->>> answer("reverse_words", "Reverse these words: fair Verona sweet")
-'sweet Verona fair'
+>>> answer("first_word", "Tell me the first word: fair Verona sweet")
+'fair'
 >>> score("add", "What is 7 plus 12?", " 19\\n")
 1.0
 """
@@ -30,69 +32,108 @@ FAMILIES: tuple[str, ...] = (
     "last_word",
     "count_words",
     "larger",
-    "reverse_words",
+    "first_word",
     "add",
 )
 
-# ``{words}`` is a line of words, ``{a}`` and ``{b}`` are numbers. Within a family no phrasing
-# is the start of another, and across families they differ, so a prompt parses one way only.
-#: The phrasings of each family's request.
-PHRASINGS: dict[str, tuple[str, ...]] = {
+# A request is an opener and an instruction (``{words}`` is a line of words, ``{a}`` and ``{b}``
+# are numbers). Across families the instructions differ, so a prompt parses one way only.
+#: What a request may begin with; the instruction is capitalized when it begins the request.
+OPENERS: tuple[str, ...] = ("", "Prithee, ", "Good sir, ", "I pray thee, ", "Now, ")
+#: Each family's instructions. Every opener goes before every one of them in training.
+INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "repeat": (
-        "Repeat after me: {words}",
-        "Say back to me, good sir: {words}",
-        "Prithee, speak these words again: {words}",
+        "repeat after me: {words}",
+        "say back to me: {words}",
+        "speak these words again: {words}",
+        "repeat these words: {words}",
+        "say these words again: {words}",
     ),
     "last_word": (
-        "What is the last word of this line: {words}",
-        "Tell me, good sir, the final word: {words}",
-        "Which word doth end this line? {words}",
+        "what is the last word of this line: {words}",
+        "tell me the final word: {words}",
+        "which word doth end this line? {words}",
+        "say the last word: {words}",
+        "name the final word of this line: {words}",
     ),
     "count_words": (
-        "How many words are in this line: {words}",
-        "Count the words, I pray thee: {words}",
-        "How many words hath this line? {words}",
+        "how many words are in this line: {words}",
+        "count the words: {words}",
+        "how many words hath this line? {words}",
+        "count these words: {words}",
+        "tell me how many words: {words}",
     ),
     "larger": (
-        "Which is larger, {a} or {b}?",
-        "Of {a} and {b}, which is the greater?",
-        "Name the larger number, good sir: {a} or {b}",
+        "which is larger, {a} or {b}?",
+        "of {a} and {b}, which is the greater?",
+        "name the larger number: {a} or {b}",
+        "which number is greater: {a} or {b}?",
+        "tell me the larger of {a} and {b}.",
     ),
-    "reverse_words": (
-        "Reverse these words: {words}",
-        "Say these words backward: {words}",
-        "Prithee, speak these words in reverse: {words}",
+    "first_word": (
+        "what is the first word of this line: {words}",
+        "tell me the first word: {words}",
+        "which word doth begin this line? {words}",
+        "say the first word: {words}",
+        "name the first word of this line: {words}",
     ),
     "add": (
-        "What is {a} plus {b}?",
-        "Add {a} and {b}.",
-        "Tell me, what is the sum of {a} and {b}?",
+        "what is {a} plus {b}?",
+        "add {a} and {b}.",
+        "what is the sum of {a} and {b}?",
+        "tell me the sum of {a} and {b}.",
+        "add {a} to {b}.",
     ),
 }
+#: One phrasing per family that no training request uses: a model that answers it has learned
+#: to follow the instruction's words, not to fill in a template it has seen.
+NEW_PHRASINGS: dict[str, str] = {
+    "repeat": "Pray, repeat this line for me: {words}",
+    "last_word": "Which is the last word here? {words}",
+    "count_words": "Count me the words of this line: {words}",
+    "larger": "Which is the greater number, {a} or {b}?",
+    "first_word": "Which is the first word here? {words}",
+    "add": "How much is {a} plus {b}?",
+}
 
-#: Common words of Tiny Shakespeare (each occurs there), at most eight letters long.
-WORDS: tuple[str, ...] = tuple(
+
+def _phrasing(opener: str, instruction: str) -> str:
+    return opener + instruction if opener else instruction[0].upper() + instruction[1:]
+
+
+#: The phrasings of each family's requests: every opener with every instruction (these train),
+#: then the family's :data:`NEW_PHRASINGS` entry, last.
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    family: tuple(_phrasing(o, i) for o in OPENERS for i in INSTRUCTIONS[family])
+    + (NEW_PHRASINGS[family],)
+    for family in FAMILIES
+}
+
+#: Names from the plays, which the book's BPE tokenizer splits into pieces.
+NAMES: tuple[str, ...] = tuple(
     """
-    love heart blood night day sun moon star king queen lord lady prince duke crown sword
-    death life time world heaven earth fire water air grief joy hope fear honour shame
-    truth faith grace mercy peace war friend enemy father mother brother sister son
-    daughter husband wife child man woman maid soldier servant master gentle noble fair
-    sweet bold brave true false good bad dear poor proud young old happy sad
-    speak hear see look come go stay fly fight kill die live weep laugh sing sleep dream
-    wake bring give take hold keep leave send tell ask know think swear pray bless curse
-    rose flower garden tree field house gate tower wall street city court throne grave
-    tomb church bed table book letter word name tongue eye hand face head arm foot
-    gold silver horse dog bird wind storm rain cloud sea ship morning summer winter
-    spring cold warm dark light black white green red blue tears soul power blow
-    Romeo Juliet Verona Rome Padua Mantua Warwick York Richard Henry Edward Clarence
-    Angelo Isabella Lucio Marcius Tybalt Paris Capulet Montague Nurse Friar
-    hither thither anon ere oft alas marry prithee thou thee thy thine art hath doth
+    Romeo Juliet Verona Padua Mantua York Richard Henry Clarence Angelo Isabella Tybalt Paris
+    Capulet Montague
     """.split()
 )
+#: Words of Tiny Shakespeare, at most eight letters long: common ones that the book's BPE
+#: tokenizer keeps whole (one token each, so copying a word is copying a token), then NAMES.
+WORDS: tuple[str, ...] = tuple(
+    """
+    love heart blood night day king queen lord prince crown death life time world heaven
+    fear honour grace war friend father mother brother son wife child man gentle noble fair
+    sweet true good poor old speak hear see look come go stay die live give take leave tell
+    know think pray house word name hand head arm soul Rome Warwick Edward thou thee thy art
+    hath doth dead eyes friends great lords men sir mine bear long mad new lie stand
+    """.split()
+) + NAMES
 
-# How many words each word family's generated line has (parsing accepts any number).
-_WORD_COUNTS = {"repeat": (1, 3), "last_word": (3, 7), "count_words": (1, 6),
-                "reverse_words": (2, 4)}
+# How many words each word family's generated line has (parsing accepts any number). A model
+# of the book's size copies a line of two words reliably, of three only a third of the time.
+_WORD_COUNTS = {"repeat": (1, 2), "last_word": (3, 7), "count_words": (1, 4),
+                "first_word": (3, 7)}
+#: A courteous reply closes with this; the answer is what comes before it.
+COURTESY = ", my lord"
 _LARGER_BELOW = 100  # "larger" draws two different numbers below this
 _ADD_BELOW = 20  # "add" draws two numbers below this
 
@@ -147,7 +188,7 @@ _SOLVERS: dict[str, Callable[[list[str], list[int]], str]] = {
     "last_word": lambda words, _: words[-1],
     "count_words": lambda words, _: str(len(words)),
     "larger": lambda _, numbers: str(max(numbers)),
-    "reverse_words": lambda words, _: " ".join(reversed(words)),
+    "first_word": lambda words, _: words[0],
     "add": lambda _, numbers: str(sum(numbers)),
 }
 
@@ -159,29 +200,43 @@ def answer(task: str, prompt: str) -> str:
 
     >>> answer("larger", "Of 57 and 23, which is the greater?")
     '57'
-    >>> answer("count_words", "Count the words, I pray thee: O Romeo Romeo")
+    >>> answer("count_words", "I pray thee, count the words: O Romeo Romeo")
     '3'
     """
     words, numbers = _parse(task, prompt)  # first, as it checks that ``task`` is a family
     return _SOLVERS[task](words, numbers)
 
 
-def score(task: str, prompt: str, reply: str) -> float:
-    """1.0 if ``reply``, stripped of surrounding whitespace, is the answer to ``prompt``, else 0.0.
+def strip_courtesy(reply: str) -> str:
+    """``reply`` without surrounding whitespace and without one closing :data:`COURTESY`.
 
-    The comparison is otherwise exact, capitals included.
+    >>> strip_courtesy(" fair Verona, my lord")
+    'fair Verona'
+    """
+    reply = reply.strip()
+    return reply.removesuffix(COURTESY).rstrip() if reply.endswith(COURTESY) else reply
+
+
+def score(task: str, prompt: str, reply: str) -> float:
+    """1.0 if ``reply`` is the answer to ``prompt``, else 0.0.
+
+    Surrounding whitespace and one closing :data:`COURTESY` (a manner of speaking, not part of
+    the answer) are ignored; the comparison is otherwise exact, capitals included.
+
+    >>> score("repeat", "Repeat after me: fair Verona", "fair Verona, my lord")
+    1.0
 
     >>> score("last_word", "Which word doth end this line? fair sweet Juliet", "Juliet ")
     1.0
     >>> score("last_word", "Which word doth end this line? fair sweet Juliet", "juliet")
     0.0
     """
-    return 1.0 if reply.strip() == answer(task, prompt) else 0.0
+    return 1.0 if strip_courtesy(reply) == answer(task, prompt) else 0.0
 
 
-def _make_task(family: str, rng: random.Random) -> Task:
-    """One task of ``family``, drawn with ``rng``."""
-    phrasing = rng.choice(PHRASINGS[family])
+def _make_task(family: str, rng: random.Random, new_phrasing: bool = False) -> Task:
+    """One task of ``family``, drawn with ``rng``: in a training phrasing, or the new one."""
+    phrasing = NEW_PHRASINGS[family] if new_phrasing else rng.choice(PHRASINGS[family][:-1])
     if family in _WORD_COUNTS:
         words = " ".join(rng.sample(WORDS, rng.randint(*_WORD_COUNTS[family])))
         prompt = phrasing.format(words=words)
@@ -256,7 +311,7 @@ def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task],
     """``n_train`` training tasks and ``n_test`` held-out ones, families balanced in each.
 
     The held-out prompts are distinct, and none of them occurs in the training tasks, which
-    may repeat a prompt (small families such as "add" have only 1200 prompts).
+    may repeat a prompt (the smallest family, "add", has 10,000 prompts).
 
     >>> train, test = task_split(30, 12, seed=1)
     >>> train == task_split(30, 12, seed=1)[0], len({t.prompt for t in test})
@@ -274,6 +329,33 @@ def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task],
     # training may repeat a prompt, so it runs short only where the held-out set took them all
     train = [_draw(family, rng, held_out, "n_test") for family in _balanced(n_train, FAMILIES, rng)]
     return train, test
+
+
+def new_phrasing_tasks(n: int, *, seed: int = 0) -> list[Task]:
+    """``n`` tasks with distinct prompts, each in its family's :data:`NEW_PHRASINGS` entry.
+
+    No training task uses these phrasings, so they measure whether a model follows the words
+    of an instruction it has never seen in that form.
+
+    >>> tasks = new_phrasing_tasks(6, seed=0)
+    >>> all(t.prompt.startswith(NEW_PHRASINGS[t.family].split("{")[0]) for t in tasks)
+    True
+    """
+    _check_count("n", n)
+    _check_seed(seed)
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    tasks = []
+    for family in _balanced(n, FAMILIES, rng):
+        for _ in range(10_000):
+            task = _make_task(family, rng, new_phrasing=True)
+            if task.prompt not in seen:
+                break
+        else:
+            raise ValueError(f"n is too large: {family} has too few distinct prompts")
+        seen.add(task.prompt)
+        tasks.append(task)
+    return tasks
 
 
 def accuracy(tasks: Sequence[Task], replies: Sequence[str]) -> dict[str, float]:

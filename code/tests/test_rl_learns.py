@@ -31,7 +31,7 @@ def toy():
     text = " ".join(t.prompt + " " + t.answer for t in tasks.make_tasks(200, seed=1))
     tokenizer = add_chat_tokens(BPETokenizer().train(text, vocab_size=280))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2,
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2,
                           n_embd=32)).eval()
     prompts = tasks.make_tasks(16, seed=3)
     return tokenizer, model, prompts

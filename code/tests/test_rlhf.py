@@ -23,6 +23,8 @@ from llm_from_scratch.grpo import GRPOConfig, grpo_advantages, k3_kl, train_grpo
 from llm_from_scratch.model import GPT, GPTConfig
 from llm_from_scratch.ppo import PPOConfig, gae, kl_penalized_rewards, ppo_losses, train_ppo
 from llm_from_scratch.preference import (
+    content_grade,
+    courteous,
     judge,
     last_positions,
     preference_pairs,
@@ -205,38 +207,56 @@ def test_last_positions_and_the_reward_models_score():
         assert not torch.allclose(rm.score(x, mask), every[:, -1])
 
 
-def test_judge_grades_by_hand():
+def test_content_grades_by_hand():
     repeat, add = "Repeat after me: fair Verona", "What is 7 plus 12?"
-    assert judge("add", add, "19") == 1.0 and judge("add", add, " 19\n") == 1.0
-    assert judge("repeat", repeat, "fair Verona") == 1.0
-    assert judge("repeat", repeat, "") == 0.0
-    assert judge("add", add, "18") == 0.35  # form 0.2 + close 0.3 / (1 + 1)
-    assert judge("add", add, "18") > judge("add", add, "17") > judge("add", add, "Romeo") == 0.0
+    assert content_grade("add", add, "19") == 1.0 and content_grade("add", add, " 19\n") == 1.0
+    assert content_grade("repeat", repeat, "fair Verona") == 1.0
+    assert content_grade("repeat", repeat, "") == 0.0
+    assert content_grade("add", add, "18") == 0.35  # form 0.2 + close 0.3 / (1 + 1)
+    assert (content_grade("add", add, "18") > content_grade("add", add, "17")
+            > content_grade("add", add, "Romeo") == 0.0)
     # "Rome" is not a word of the line: no form, half the words in place (0.3 * 1/2)
-    assert judge("repeat", repeat, "fair Rome") == 0.15
-    assert judge("repeat", repeat, "fair fair") == 0.35  # form, and half the words
-    assert judge("repeat", repeat, "Verona fair") == 0.2  # form only
-    assert judge("repeat", repeat, "Verona fair fair") == 0.15  # one extra word costs 0.05
-    assert judge("repeat", repeat, "fair Verona Verona") < judge("repeat", repeat, "fair Verona")
+    assert content_grade("repeat", repeat, "fair Rome") == 0.15
+    assert content_grade("repeat", repeat, "fair fair") == 0.35  # form, and half the words
+    assert content_grade("repeat", repeat, "Verona fair") == 0.2  # form only
+    assert content_grade("repeat", repeat, "Verona fair fair") == 0.15  # an extra word: -0.05
+    assert (content_grade("repeat", repeat, "fair Verona Verona")
+            < content_grade("repeat", repeat, "fair Verona"))
     with pytest.raises(ValueError, match="task must be one of"):
-        judge("sonnets", add, "19")
+        content_grade("sonnets", add, "19")
+
+
+def test_judge_is_three_quarters_content_one_quarter_manners():
+    repeat, add = "Repeat after me: fair Verona", "What is 7 plus 12?"
+    assert judge("add", add, "19, my lord") == 1.0 and judge("add", add, " 19\n") == 0.75
+    assert judge("repeat", repeat, "fair Verona, my lord") == 1.0
+    assert judge("repeat", repeat, "fair Verona") == 0.75
+    assert judge("add", add, "18, my lord") == pytest.approx(0.75 * 0.35 + 0.25)
+    assert judge("repeat", repeat, ", my lord") == 0.0  # manners with nothing to be polite about
+    # twice is not courteous, and the second one is then part of a wrong answer
+    assert judge("repeat", repeat, "fair Verona, my lord, my lord") < 0.25
+    assert judge("repeat", repeat, "fair Verona my lord") < 0.75  # no comma: extra words
+    assert courteous(" fair Verona, my lord ") and not courteous("fair Verona, my lady")
 
 
 def test_judge_ranks_every_correct_reply_above_every_incorrect_one():
     rng, partial = random.Random(0), 0
     for task in tasks.make_tasks(60, seed=2):
-        assert judge(task.family, task.prompt, task.answer) == 1.0
+        assert judge(task.family, task.prompt, task.answer) == 0.75
+        assert judge(task.family, task.prompt, task.answer + tasks.COURTESY) == 1.0
         pool = task.prompt.split() + task.answer.split() + rng.sample(tasks.WORDS, 6)
         if task.answer.isdigit():
             pool += [str(int(task.answer) + d) for d in range(-3, 4)]
         for _ in range(40):
             reply = " ".join(rng.choice(pool) for _ in range(rng.randint(0, 4)))
-            grade = judge(task.family, task.prompt, reply)
+            polite = reply + tasks.COURTESY if rng.random() < 0.5 and reply else reply
+            grade = judge(task.family, task.prompt, polite)
+            manners = 0.25 * courteous(polite)
             if tasks.score(task.family, task.prompt, reply):
-                assert grade == 1.0
-            else:
-                assert 0.0 <= grade <= 0.5, (task, reply)
-                partial += grade > 0
+                assert grade == 0.75 + manners
+            else:  # below a correct reply, however courteous
+                assert manners <= grade <= 0.75 * 0.5 + manners < 0.75, (task, polite)
+                partial += grade > manners
     assert partial > 100  # the property is not met by grading every wrong reply 0
 
 
@@ -293,13 +313,16 @@ def test_configs_reject_nonsense_and_name_the_field(make, field, value):
 
 class Scripted(torch.nn.Module):
     # writes a fixed reply to each prompt; with end_too the end token is as likely at each step
-    block_size, check_inputs = 64, True
+    block_size, check_inputs = 128, True
 
-    def __init__(self, tokenizer, replies: dict[str, list[int]], end_too: bool = False):
+    def __init__(self, tokenizer, replies: dict[str, list[int]], end_too: bool = False,
+                 end_at: dict[str, int] | None = None):
         super().__init__()
         self.vocab_size, self.end = tokenizer.vocab_size, tokenizer.special_tokens[END]
         self.script = {tuple(prompt_ids(tokenizer, p)): r for p, r in replies.items()}
         self.end_too = end_too
+        # or the end token as likely only after this many tokens of a prompt's reply
+        self.end_at = {tuple(prompt_ids(tokenizer, p)): n for p, n in (end_at or {}).items()}
 
     def forward(self, idx):
         logits = torch.zeros(idx.size(0), idx.size(1), self.vocab_size)
@@ -307,7 +330,7 @@ class Scripted(torch.nn.Module):
             for prompt, reply in self.script.items():
                 if tuple(seq[: len(prompt)]) == prompt:
                     logits[row, -1, reply[min(len(seq) - len(prompt), len(reply) - 1)]] = 10.0
-                    if self.end_too:
+                    if self.end_too or self.end_at.get(prompt) == len(seq) - len(prompt):
                         logits[row, -1, self.end] = 10.0
         return logits, None
 
@@ -317,7 +340,7 @@ def chat():
     text = " ".join(t.prompt + " " + t.answer for t in tasks.make_tasks(300, seed=1))
     tokenizer = add_chat_tokens(BPETokenizer().train(text, vocab_size=300))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2,
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2,
                           n_embd=16)).eval()
     some = tasks.make_tasks(12, seed=3)
     assert max(len(prompt_ids(tokenizer, t.prompt)) for t in some) + 9 <= 64
@@ -327,10 +350,15 @@ def chat():
 @pytest.fixture(scope="module")
 def pairs(chat):
     tokenizer, _, some = chat
-    script = {t.prompt: tokenizer.encode(" " + t.answer) + [tokenizer.special_tokens[END]]
-              for t in some}
-    return preference_pairs(Scripted(tokenizer, script, end_too=True), tokenizer, some,
-                            samples=4, seed=0)
+    return preference_pairs(courtly(tokenizer, some), tokenizer, some, samples=4, seed=0)
+
+
+def courtly(tokenizer, some) -> Scripted:
+    # the right answer, then, as likely as not, the courtesy before the end token
+    script = {t.prompt: tokenizer.encode(" " + t.answer + tasks.COURTESY)
+              + [tokenizer.special_tokens[END]] for t in some}
+    end_at = {t.prompt: len(tokenizer.encode(" " + t.answer)) for t in some}
+    return Scripted(tokenizer, script, end_at=end_at)
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -368,25 +396,25 @@ def test_sample_responses_pads_masks_and_flags_the_replies(chat):
     assert (back.tasks, back.texts, back.ended.tolist()) == (r.tasks, r.texts, r.ended.tolist())
 
 
-def test_preference_pairs_pair_every_two_replies_whose_grades_differ(chat, pairs):
+def test_preference_pairs_pair_equally_right_replies_that_differ_in_manners(chat, pairs):
     tokenizer, _, some = chat
     assert len(pairs) >= 3
     assert all(c > r for c, r in zip(pairs.chosen_grades, pairs.rejected_grades, strict=True))
+    assert all(map(courteous, pairs.chosen.texts)) and not any(map(courteous, pairs.rejected.texts))
     assert pairs.chosen.judged() == pairs.chosen_grades
     assert pairs.rejected.judged() == pairs.rejected_grades
     assert [t.prompt for t in pairs.chosen.tasks] == [t.prompt for t in pairs.rejected.tasks]
     assert pairs.chosen.ids.size(1) == int(pairs.chosen.last.max()) + 1  # padding trimmed
-    script = {t.prompt: tokenizer.encode(" " + t.answer) + [tokenizer.special_tokens[END]]
-              for t in some}
-    drawn = sample_responses(Scripted(tokenizer, script, end_too=True), tokenizer, some,
-                             samples=4, seed=0)
-    grades, expected = drawn.judged(), []
+    drawn = sample_responses(courtly(tokenizer, some), tokenizer, some, samples=4, seed=0)
+    expected = []
     for start in range(0, len(drawn), 4):
         for i in range(start, start + 4):
             for j in range(i + 1, start + 4):
-                if grades[i] != grades[j]:
-                    better, worse = (i, j) if grades[i] > grades[j] else (j, i)
-                    expected.append((drawn.texts[better], drawn.texts[worse]))
+                task, a, b = drawn.tasks[i], drawn.texts[i], drawn.texts[j]
+                same = (content_grade(task.family, task.prompt, a)
+                        == content_grade(task.family, task.prompt, b))
+                if same and courteous(a) != courteous(b):
+                    expected.append((a, b) if courteous(a) else (b, a))
     assert list(zip(pairs.chosen.texts, pairs.rejected.texts, strict=True)) == expected
 
 

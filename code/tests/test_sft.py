@@ -25,7 +25,7 @@ def base() -> TrainedModel:
     text = " ".join(t.prompt + " " + t.answer for t in tasks.make_tasks(600, seed=1))
     tokenizer = BPETokenizer().train(text, vocab_size=400)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2,
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=2, n_head=2,
                           n_embd=32))
     return TrainedModel("tiny-base", model.eval(), tokenizer, None, 0.0, True)
 

@@ -13,13 +13,19 @@ import pytest
 
 from llm_from_scratch.data import tiny_shakespeare, train_val_split
 from llm_from_scratch.tasks import (
+    COURTESY,
     FAMILIES,
+    INSTRUCTIONS,
+    NAMES,
+    NEW_PHRASINGS,
+    OPENERS,
     PHRASINGS,
     WORDS,
     Task,
     accuracy,
     answer,
     make_tasks,
+    new_phrasing_tasks,
     score,
     task_split,
 )
@@ -47,55 +53,85 @@ def matching_phrasings(prompt: str) -> list[tuple[str, re.Match]]:
 
 
 def test_families_and_phrasings():
-    assert FAMILIES == ("repeat", "last_word", "count_words", "larger", "reverse_words", "add")
+    assert FAMILIES == ("repeat", "last_word", "count_words", "larger", "first_word", "add")
     assert tuple(PHRASINGS) == FAMILIES
     for family, phrasings in PHRASINGS.items():
-        assert 2 <= len(phrasings) <= 4, family
+        assert len(phrasings) == len(OPENERS) * len(INSTRUCTIONS[family]) + 1, family
+        assert phrasings[-1] == NEW_PHRASINGS[family], family
         assert len(set(phrasings)) == len(phrasings), family
         slots = set(re.findall(r"\{\w+\}", " ".join(phrasings)))
         assert slots in ({"{words}"}, {"{a}", "{b}"}), family
 
 
 def test_words_are_shakespeares_short_and_distinct():
-    assert 150 <= len(WORDS) <= 250
+    assert 80 <= len(WORDS) <= 250
     assert len(set(WORDS)) == len(WORDS)
     assert all(re.fullmatch(r"[A-Za-z]{1,8}", w) for w in WORDS)
-    assert {"Romeo", "Juliet", "Verona"} <= set(WORDS)
+    assert {"Romeo", "Juliet", "Verona"} <= set(NAMES) <= set(WORDS)
     in_the_plays = set(re.findall(r"[A-Za-z]+", tiny_shakespeare()))
     assert [w for w in WORDS if w not in in_the_plays] == []
 
 
+def test_the_books_tokenizer_keeps_the_common_words_whole_and_splits_the_names():
+    tokenizer = BPETokenizer().train(train_val_split(tiny_shakespeare())[0], vocab_size=1024,
+                                     special_tokens=[GPT2_END_OF_TEXT])
+    pieces = {w: len(tokenizer.encode(" " + w)) for w in WORDS}
+    assert [w for w in WORDS if w not in NAMES and pieces[w] != 1] == []
+    assert [w for w in NAMES if pieces[w] == 1] == []
+
+
 # ---- answers -------------------------------------------------------------------------------
 
-# family, prompt, answer: at least one of every phrasing, worked out by hand
+# family, prompt, answer: every instruction, every opener and every new phrasing, by hand
 HAND_WORKED = [
     ("repeat", "Repeat after me: fair Verona", "fair Verona"),
-    ("repeat", "Say back to me, good sir: Romeo", "Romeo"),
+    ("repeat", "Good sir, say back to me: Romeo", "Romeo"),
     ("repeat", "Prithee, speak these words again: good night sweet", "good night sweet"),
+    ("repeat", "Now, repeat these words: thou art", "thou art"),
+    ("repeat", "I pray thee, say these words again: love", "love"),
+    ("repeat", "Pray, repeat this line for me: fair Verona", "fair Verona"),
     ("repeat", "Repeat after me: fair   Verona ", "fair Verona"),
     ("last_word", "What is the last word of this line: O Romeo Romeo wherefore art thou", "thou"),
-    ("last_word", "Tell me, good sir, the final word: parting is such sweet sorrow", "sorrow"),
+    ("last_word", "Good sir, tell me the final word: parting is such sweet sorrow", "sorrow"),
     ("last_word", "Which word doth end this line? two households both alike", "alike"),
+    ("last_word", "Prithee, say the last word: good night", "night"),
+    ("last_word", "Name the final word of this line: Juliet", "Juliet"),
+    ("last_word", "Which is the last word here? sweet Verona fair", "fair"),
     ("count_words", "How many words are in this line: fair Verona where we lay", "5"),
-    ("count_words", "Count the words, I pray thee: Juliet", "1"),
+    ("count_words", "I pray thee, count the words: Juliet", "1"),
     ("count_words", "How many words hath this line? a b c d e f g h i j k l", "12"),
+    ("count_words", "Now, count these words: good night", "2"),
+    ("count_words", "Tell me how many words: thou art sweet", "3"),
+    ("count_words", "Count me the words of this line: O Romeo Romeo", "3"),
     ("larger", "Which is larger, 57 or 23?", "57"),
     ("larger", "Of 8 and 80, which is the greater?", "80"),
-    ("larger", "Name the larger number, good sir: 0 or 99", "99"),
+    ("larger", "Good sir, name the larger number: 0 or 99", "99"),
+    ("larger", "Which number is greater: 14 or 41?", "41"),
+    ("larger", "Tell me the larger of 5 and 3.", "5"),
     ("larger", "Which is larger, 7 or 7?", "7"),
-    ("reverse_words", "Reverse these words: fair Verona", "Verona fair"),
-    ("reverse_words", "Say these words backward: to be or not", "not or be to"),
-    ("reverse_words", "Prithee, speak these words in reverse: sweet sorrow", "sorrow sweet"),
+    ("larger", "Which is the greater number, 12 or 21?", "21"),
+    ("first_word", "What is the first word of this line: fair Verona", "fair"),
+    ("first_word", "Tell me the first word: to be or not", "to"),
+    ("first_word", "Which word doth begin this line? sweet sorrow", "sweet"),
+    ("first_word", "Prithee, say the first word: good night sweet", "good"),
+    ("first_word", "Name the first word of this line: thou", "thou"),
+    ("first_word", "Which is the first word here? O Romeo", "O"),
     ("add", "What is 7 plus 12?", "19"),
     ("add", "Add 0 and 0.", "0"),
-    ("add", "Tell me, what is the sum of 19 and 19?", "38"),
+    ("add", "What is the sum of 19 and 19?", "38"),
+    ("add", "Tell me the sum of 4 and 5.", "9"),
+    ("add", "Add 3 to 11.", "14"),
+    ("add", "How much is 6 plus 7?", "13"),
     ("add", "  What is 250 plus 5?\n", "255"),
 ]
 
 
-def test_every_phrasing_is_worked_by_hand():
+def test_every_instruction_opener_and_new_phrasing_is_worked_by_hand():
     worked = {p for _, prompt, _ in HAND_WORKED for p, _ in matching_phrasings(prompt)}
-    assert worked == {p for ps in PHRASINGS.values() for p in ps}
+    instructions = {i for family in FAMILIES for i in INSTRUCTIONS[family]}
+    assert {i for i in instructions if any(w.lower().endswith(i) for w in worked)} == instructions
+    assert {o for o in OPENERS if o and any(w.startswith(o) for w in worked)} == set(OPENERS) - {""}
+    assert set(NEW_PHRASINGS.values()) <= worked
 
 
 @pytest.mark.parametrize("family, prompt, expected", HAND_WORKED)
@@ -121,10 +157,10 @@ def test_word_families_need_the_request_not_just_its_shape():
     line = "fair sweet Juliet"
     replies = {
         family: answer(family, PHRASINGS[family][0].format(words=line))
-        for family in ("repeat", "last_word", "count_words", "reverse_words")
+        for family in ("repeat", "last_word", "count_words", "first_word")
     }
     assert replies == {"repeat": "fair sweet Juliet", "last_word": "Juliet",
-                       "count_words": "3", "reverse_words": "Juliet sweet fair"}
+                       "count_words": "3", "first_word": "fair"}
     assert answer("larger", "Which is larger, 3 or 4?") != answer("add", "What is 3 plus 4?")
 
 
@@ -150,8 +186,8 @@ def test_whitespace_around_the_reply_is_ignored_and_nothing_else(tasks):
 
 def test_generated_tasks_follow_their_family(tasks):
     used: Counter[str] = Counter()
-    word_counts = {"repeat": (1, 3), "last_word": (3, 7), "count_words": (1, 6),
-                   "reverse_words": (2, 4)}
+    word_counts = {"repeat": (1, 2), "last_word": (3, 7), "count_words": (1, 4),
+                   "first_word": (3, 7)}
     lengths: dict[str, set[int]] = {family: set() for family in word_counts}
     for t in tasks:
         [(phrasing, match)] = matching_phrasings(t.prompt)  # one phrasing, and of its family
@@ -167,7 +203,8 @@ def test_generated_tasks_follow_their_family(tasks):
         else:
             assert len(numbers) == 2 and max(numbers) < 20, t
     assert {family: (min(n), max(n)) for family, n in lengths.items()} == word_counts
-    assert min(used[p] for ps in PHRASINGS.values() for p in ps) > 200, used
+    assert min(used[p] for ps in PHRASINGS.values() for p in ps[:-1]) > 10, used
+    assert not any(used[p] for p in NEW_PHRASINGS.values())
 
 
 def test_same_seed_same_tasks_other_seed_other_tasks():
@@ -182,10 +219,10 @@ def test_same_seed_same_tasks_other_seed_other_tasks():
 def test_a_seed_gives_these_tasks():
     # pinned, so that a change to the generator (which changes every fine-tuning run) shows
     assert make_tasks(3, seed=0) == [
-        Task("repeat", "Repeat after me: head word", "head word"),
-        Task("count_words", "Count the words, I pray thee: book take warm", "3"),
-        Task("last_word", "What is the last word of this line: peace hear thy air soul dear dog",
-             "dog"),
+        Task("repeat", "Say back to me: hath thee", "hath thee"),
+        Task("count_words", "Good sir, how many words hath this line? thou take mine", "3"),
+        Task("last_word", "Prithee, tell me the final word: grace hear time lie good eyes Angelo",
+             "Angelo"),
     ]
 
 
@@ -210,10 +247,10 @@ def test_the_split_holds_out_distinct_unseen_prompts():
     for part in (train, test):
         counts = Counter(t.family for t in part)
         assert set(counts) == set(FAMILIES) and max(counts.values()) - min(counts.values()) <= 1
-    # "add" has only 1200 prompts: a large held-out set leaves training fewer of them
-    train, test = task_split(3000, 6 * 1000, seed=2)
+    # "add" has only 10,000 prompts: a large held-out set leaves training fewer of them
+    train, test = task_split(3000, 6 * 9900, seed=2)
     add_train = {t.prompt for t in train if t.family == "add"}
-    assert add_train.isdisjoint(t.prompt for t in test) and 0 < len(add_train) <= 200
+    assert add_train.isdisjoint(t.prompt for t in test) and 0 < len(add_train) <= 100
 
 
 def test_prompt_and_answer_fit_in_a_small_context(tasks):
@@ -263,7 +300,7 @@ def test_an_unknown_family_names_the_valid_ones(function):
         ("add", "What is -3 plus 4?"),
         ("add", "What is \u0663 plus 4?"),  # an Arabic-Indic three: a digit, but not ASCII
         ("add", "What is seven plus 4?"),
-        ("reverse_words", "Reverse these words: fair Verona?"),
+        ("first_word", "Tell me the first word: fair Verona?"),
     ],
 )
 def test_a_prompt_that_does_not_parse_is_an_error(family, prompt):
@@ -290,7 +327,7 @@ def test_a_prompt_that_does_not_parse_is_an_error(family, prompt):
         (lambda: task_split(-1, 3), r"n_train must be an int >= 0, got -1"),
         (lambda: task_split(3, "3"), r"n_test must be an int >= 0, got '3'"),
         (lambda: task_split(3, 3, seed=0.5), r"seed must be an int"),
-        (lambda: task_split(0, 6 * 1201), r"n_test is too large: add"),
+        (lambda: task_split(0, 6 * 10_001), r"n_test is too large: add"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_its_range(call, message):
@@ -324,3 +361,29 @@ def test_accuracy_rejects_mismatched_or_empty_input():
         accuracy(some, ["a", "b"])
     with pytest.raises(ValueError, match="tasks must not be empty"):
         accuracy([], [])
+
+
+# ---- the courtesy and the new phrasings ------------------------------------------------------
+
+
+def test_one_closing_courtesy_is_ignored_and_nothing_else():
+    prompt = "Repeat after me: fair Verona"
+    assert score("repeat", prompt, "fair Verona" + COURTESY) == 1.0
+    assert score("repeat", prompt, " fair Verona, my lord \n") == 1.0
+    for reply in ("fair Verona, my lord, my lord", "fair Verona my lord", "my lord, fair Verona",
+                  ", my lord", "fair Verona, my lady"):
+        assert score("repeat", prompt, reply) == 0.0, reply
+    assert score("add", "What is 7 plus 12?", "19, my lord") == 1.0
+
+
+def test_new_phrasings_are_never_generated_for_training():
+    train, test = task_split(3000, 300, seed=0)
+    new = new_phrasing_tasks(300, seed=1)
+    assert len({t.prompt for t in new}) == 300
+    assert Counter(t.family for t in new) == Counter({f: 50 for f in FAMILIES})
+    for t in new:
+        assert [p for p, _ in matching_phrasings(t.prompt)] == [NEW_PHRASINGS[t.family]], t
+        assert score(t.family, t.prompt, t.answer) == 1.0
+    used = {p for t in train + test for p, _ in matching_phrasings(t.prompt)}
+    assert used.isdisjoint(NEW_PHRASINGS.values())
+    assert len(used) == sum(len(p) - 1 for p in PHRASINGS.values())  # every other one is used
