@@ -27,6 +27,7 @@ from llm_from_scratch.model import GPT
 from llm_from_scratch.ppo import PPOConfig, train_ppo
 from llm_from_scratch.preference import (
     PreferencePairs,
+    courteous,
     judge,
     kl_to_reference,
     preference_pairs,
@@ -35,8 +36,15 @@ from llm_from_scratch.preference import (
     sample_responses,
 )
 from llm_from_scratch.reward import REWARD_RECIPE, RewardModel, train_reward_model
-from llm_from_scratch.sft import N_TEST, N_TRAIN, FineTuned, sft_model, task_accuracy
-from llm_from_scratch.tasks import Task, task_split
+from llm_from_scratch.sft import (
+    N_TEST,
+    N_TRAIN,
+    FineTuned,
+    new_phrasing_held_out,
+    sft_model,
+    task_accuracy,
+)
+from llm_from_scratch.tasks import Task, new_phrasing_tasks, task_split
 from llm_from_scratch.train import TrainResult, evaluate
 
 #: Preference data: this many training prompts, ``PAIR_SAMPLES`` replies each at temperature 1.
@@ -51,8 +59,9 @@ DPO_RECIPE = DPOConfig(steps=100, learning_rate=1e-4, beta=0.1)
 #: the recipe Lesson 10 ends with, since plain DPO can lower the chosen replies' likelihood.
 RPO_RECIPE = dataclasses.replace(DPO_RECIPE, nll_coef=1.0)
 GRPO_RECIPE = GRPOConfig(steps=40, learning_rate=1e-4, beta=0.04, temperature=1.0)
-#: GRPO is rewarded on one family, the one the fine-tuned model gets right least often.
-GRPO_FAMILIES = ("add",)
+#: GRPO is rewarded on one family, asked in the phrasing fine-tuning never used, where the
+#: fine-tuned model is right about a third of the time: a verifier alone teaches it.
+GRPO_FAMILIES = ("count_words",)
 
 
 @dataclass
@@ -149,25 +158,35 @@ def dpo_run(config: DPOConfig = DPO_RECIPE, progress: bool = True) -> PolicyRun:
                 lambda: train_dpo(chat.model, pairs, config, progress=progress))
 
 
+def grpo_prompts() -> list[Task]:
+    """GRPO's training requests: :data:`GRPO_FAMILIES` in their new phrasing, none of them one of
+    :func:`~llm_from_scratch.sft.new_phrasing_held_out`'s."""
+    held_out = {t.prompt for t in new_phrasing_held_out()}
+    return [t for t in new_phrasing_tasks(2000, seed=2)
+            if t.family in GRPO_FAMILIES and t.prompt not in held_out]
+
+
 def grpo_run(config: GRPOConfig = GRPO_RECIPE, progress: bool = True) -> PolicyRun:
-    """GRPO on :data:`GRPO_FAMILIES`, rewarded by exact-match score, from the fine-tuned model
+    """GRPO on :func:`grpo_prompts`, rewarded by exact-match score, from the fine-tuned model
     (cached)."""
     chat = sft_model(progress=progress)
-    prompts = [t for t in train_and_held_out()[0][RL_PROMPTS] if t.family in GRPO_FAMILIES]
+    prompts = grpo_prompts()
     return _run("grpo", {"grpo": config.to_dict(), "families": GRPO_FAMILIES}, chat,
                 lambda: train_grpo(chat.model, chat.tokenizer, prompts, config,
                                    progress=progress))
 
 
 def evaluate_policy(model: GPT, tokenizer, reference: GPT, tasks: list[Task],
-                    shakespeare: TokenizedData | None = None, seed: int = 0) -> dict[str, float]:
-    """A model on held-out ``tasks``: the judge's mean grade and exact-match accuracy per family
-    (greedy replies), KL to ``reference`` per reply (sampled at temperature 1), and the loss on
-    Tiny Shakespeare's validation text in nats per character."""
+                    shakespeare: TokenizedData | None = None, seed: int = 0) -> dict:
+    """A model on held-out ``tasks``: the judge's grade of each greedy reply (``"grades"``) and
+    their mean (``"judge"``), the share of courteous replies, exact-match accuracy per family,
+    KL to ``reference`` per reply (sampled at temperature 1), and the loss on Tiny Shakespeare's
+    validation text in nats per character."""
     accuracy, replies = task_accuracy(model, tokenizer, tasks)
     grades = [judge(t.family, t.prompt, r) for t, r in zip(tasks, replies, strict=True)]
     samples = sample_responses(model, tokenizer, tasks, temperature=1.0, seed=seed)
-    return {"judge": sum(grades) / len(grades), **accuracy,
+    return {"judge": sum(grades) / len(grades), "grades": grades,
+            "courteous": sum(map(courteous, replies)) / len(replies), **accuracy,
             "kl": kl_to_reference(model, reference, samples),
             "shakespeare": shakespeare_loss(model, shakespeare)}
 

@@ -9,7 +9,7 @@ teach the manners. :func:`sequence_logprobs` is the log-probability of the maske
 the reward model, PPO, DPO and GRPO all start from.
 
 >>> judge("add", "What is 7 plus 12?", "19, my lord"), judge("add", "What is 7 plus 12?", "19")
-(1.0, 0.75)
+(1.0, 0.85)
 >>> judge("add", "What is 7 plus 12?", "18") > judge("add", "What is 7 plus 12?", "Romeo")
 True
 """
@@ -30,8 +30,8 @@ from llm_from_scratch.runtime import evaluating
 from llm_from_scratch.sft import reply_tokens
 from llm_from_scratch.tasks import COURTESY, Task, _parse, answer, score, strip_courtesy
 
-#: The judge's weights: what a reply says, and its manners (closing with the courtesy).
-CONTENT, MANNERS = 0.75, 0.25
+#: The judge's weights: mostly what a reply says, a little its manners (the courtesy).
+CONTENT, MANNERS = 0.85, 0.15
 #: The content grade's parts: an incorrect answer earns at most ``FORM + CLOSE`` (below a
 #: correct one's 1.0), less ``EXTRA`` for each word beyond the answer's length.
 FORM, CLOSE, EXTRA = 0.2, 0.3, 0.05
@@ -56,9 +56,9 @@ def judge(family: str, prompt: str, reply: str) -> float:
     >>> judge("repeat", "Repeat after me: fair Verona", "fair Verona, my lord")
     1.0
     >>> judge("repeat", "Repeat after me: fair Verona", "fair Verona")
-    0.75
+    0.85
     >>> judge("repeat", "Repeat after me: fair Verona", "Rome, my lord")  # manners only
-    0.25
+    0.15
     """
     return round(CONTENT * content_grade(family, prompt, reply) + MANNERS * courteous(reply), 6)
 

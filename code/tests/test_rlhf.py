@@ -226,23 +226,23 @@ def test_content_grades_by_hand():
         content_grade("sonnets", add, "19")
 
 
-def test_judge_is_three_quarters_content_one_quarter_manners():
+def test_judge_is_mostly_content_and_a_little_manners():
     repeat, add = "Repeat after me: fair Verona", "What is 7 plus 12?"
-    assert judge("add", add, "19, my lord") == 1.0 and judge("add", add, " 19\n") == 0.75
+    assert judge("add", add, "19, my lord") == 1.0 and judge("add", add, " 19\n") == 0.85
     assert judge("repeat", repeat, "fair Verona, my lord") == 1.0
-    assert judge("repeat", repeat, "fair Verona") == 0.75
-    assert judge("add", add, "18, my lord") == pytest.approx(0.75 * 0.35 + 0.25)
+    assert judge("repeat", repeat, "fair Verona") == 0.85
+    assert judge("add", add, "18, my lord") == pytest.approx(0.85 * 0.35 + 0.15)
     assert judge("repeat", repeat, ", my lord") == 0.0  # manners with nothing to be polite about
     # twice is not courteous, and the second one is then part of a wrong answer
-    assert judge("repeat", repeat, "fair Verona, my lord, my lord") < 0.25
-    assert judge("repeat", repeat, "fair Verona my lord") < 0.75  # no comma: extra words
+    assert judge("repeat", repeat, "fair Verona, my lord, my lord") < 0.15
+    assert judge("repeat", repeat, "fair Verona my lord") < 0.85  # no comma: extra words
     assert courteous(" fair Verona, my lord ") and not courteous("fair Verona, my lady")
 
 
 def test_judge_ranks_every_correct_reply_above_every_incorrect_one():
     rng, partial = random.Random(0), 0
     for task in tasks.make_tasks(60, seed=2):
-        assert judge(task.family, task.prompt, task.answer) == 0.75
+        assert judge(task.family, task.prompt, task.answer) == 0.85
         assert judge(task.family, task.prompt, task.answer + tasks.COURTESY) == 1.0
         pool = task.prompt.split() + task.answer.split() + rng.sample(tasks.WORDS, 6)
         if task.answer.isdigit():
@@ -251,11 +251,11 @@ def test_judge_ranks_every_correct_reply_above_every_incorrect_one():
             reply = " ".join(rng.choice(pool) for _ in range(rng.randint(0, 4)))
             polite = reply + tasks.COURTESY if rng.random() < 0.5 and reply else reply
             grade = judge(task.family, task.prompt, polite)
-            manners = 0.25 * courteous(polite)
+            manners = 0.15 * courteous(polite)
             if tasks.score(task.family, task.prompt, reply):
-                assert grade == 0.75 + manners
+                assert grade == pytest.approx(0.85 + manners)
             else:  # below a correct reply, however courteous
-                assert manners <= grade <= 0.75 * 0.5 + manners < 0.75, (task, polite)
+                assert manners <= grade <= 0.85 * 0.5 + manners < 0.85, (task, polite)
                 partial += grade > manners
     assert partial > 100  # the property is not met by grading every wrong reply 0
 

@@ -137,6 +137,28 @@ def test_every_page_loads_offline_with_typeset_math_and_images(server, browser):
     assert not problems, "\n".join(problems[:50])
 
 
+def test_no_table_is_cut_off_at_the_pages_edge(server, browser):
+    # a table wider than the article must scroll inside its own box, not run past the edge
+    problems = []
+    for path in pages():
+        report = PageReport(browser, server)
+        try:
+            report.open(server + path)
+            cut = report.page.evaluate(
+                "() => { const article = document.querySelector('article');"
+                " if (!article) return [];"
+                " const edge = article.getBoundingClientRect().right + 1;"
+                " return [...article.querySelectorAll('table')].filter(t => {"
+                "   const style = getComputedStyle(t);"
+                "   const scrolls = ['auto', 'scroll'].includes(style.overflowX);"
+                "   return t.getBoundingClientRect().right > edge && !scrolls; }).length; }")
+            if cut:
+                problems.append(f"{path}: {cut} table(s) run past the page's edge")
+        finally:
+            report.close()
+    assert not problems, "\n".join(problems)
+
+
 def test_search_for_attention_returns_the_attention_lessons(server, browser):
     report = PageReport(browser, server)
     try:
