@@ -14,14 +14,14 @@ user.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from llm_from_scratch.model import GPT
 from llm_from_scratch.tokenizer import BPETokenizer
-from llm_from_scratch.train import IGNORE_INDEX
+from llm_from_scratch.train import IGNORE_INDEX, RowDataset
 
 USER = "<|user|>"
 ASSISTANT = "<|assistant|>"
@@ -268,7 +268,7 @@ def chat_batch(examples: Sequence[Example], *, pad_id: int) -> tuple[torch.Tenso
     return x, y
 
 
-class ChatDataset:
+class ChatDataset(RowDataset):
     """Supervised fine-tuning data for :func:`llm_from_scratch.train.train`: batches ``(x, y)``.
 
     ``data`` holds conversations when ``tokenizer`` is given (each cut by :func:`chat_example`),
@@ -302,17 +302,6 @@ class ChatDataset:
     def _rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         width = int(self.lengths[rows].max())
         return self.x[rows, :width], self.y[rows, :width]
-
-    def sample(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random examples (with replacement), for training."""
-        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every example once, in order, for evaluation."""
-        for start in range(0, len(self), batch_size):
-            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
 
     def check_vocab(self, vocab_size: int | None, name: str = "data") -> None:
         """A clear error, before training, for ids the model has no embedding for."""

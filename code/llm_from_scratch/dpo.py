@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -30,7 +29,7 @@ from llm_from_scratch.model import GPT
 from llm_from_scratch.preference import PreferencePairs, Responses, select, sequence_logprobs
 from llm_from_scratch.rl_common import check_number
 from llm_from_scratch.runtime import evaluating
-from llm_from_scratch.train import TrainConfig, train
+from llm_from_scratch.train import RowDataset, TrainConfig, train
 
 
 def dpo_loss(
@@ -97,7 +96,7 @@ def reference_logps(reference: GPT, pairs: PreferencePairs, batch_size: int = 25
     return torch.cat(chosen), torch.cat(rejected)
 
 
-class DPOPairs:
+class DPOPairs(RowDataset):
     """Preference pairs as batches for :func:`~llm_from_scratch.train.train`, the reference's
     log-probabilities computed once: ``(chosen_ids, chosen_mask, rejected_ids, rejected_mask,
     ref_chosen, ref_rejected, chosen_tokens)``.
@@ -120,16 +119,6 @@ class DPOPairs:
         return (self.chosen.ids[rows, :c_width], self.chosen.mask[rows, :c_width],
                 self.rejected.ids[rows, :r_width], self.rejected.mask[rows, :r_width],
                 self.ref_chosen[rows], self.ref_rejected[rows], self.chosen_tokens[rows])
-
-    def sample(self, batch_size: int, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, ...]:
-        """Random pairs (with replacement), for training."""
-        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Every pair once, in order, for evaluation."""
-        for start in range(0, len(self), batch_size):
-            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
 
 
 class DPOLoss:

@@ -14,7 +14,6 @@ taught the model to write, which has read the prompt and the whole reply.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,7 @@ from torch import nn
 
 from llm_from_scratch.model import GPT
 from llm_from_scratch.preference import PreferencePairs, last_positions
-from llm_from_scratch.train import TrainConfig, TrainResult, evaluate, train
+from llm_from_scratch.train import RowDataset, TrainConfig, TrainResult, evaluate, train
 
 
 class RewardModel(nn.Module):
@@ -69,7 +68,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-class PairDataset:
+class PairDataset(RowDataset):
     """Preference pairs as batches ``(chosen_ids, chosen_last, rejected_ids, rejected_last)``.
 
     ``*_last`` hold each row's end-token position, so a batch knows where to read its scores;
@@ -87,16 +86,6 @@ class PairDataset:
         c_last, r_last = self.chosen_last[rows], self.rejected_last[rows]
         return (self.chosen.ids[rows, : int(c_last.max()) + 1], c_last,
                 self.rejected.ids[rows, : int(r_last.max()) + 1], r_last)
-
-    def sample(self, batch_size: int, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, ...]:
-        """Random pairs (with replacement), for training."""
-        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Every pair once, in order, for evaluation."""
-        for start in range(0, len(self), batch_size):
-            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
 
 
 def _at(scores: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

@@ -298,10 +298,11 @@ def make_tasks(n: int, *, seed: int, families: Sequence[str] | None = None) -> l
     return [_make_task(family, rng) for family in _balanced(n, chosen, rng)]
 
 
-def _draw(family: str, rng: random.Random, avoid: set[str], what: str) -> Task:
+def _draw(family: str, rng: random.Random, avoid: set[str], what: str,
+          new_phrasing: bool = False) -> Task:
     """A task of ``family`` whose prompt is not in ``avoid``."""
     for _ in range(10_000):
-        task = _make_task(family, rng)
+        task = _make_task(family, rng, new_phrasing)
         if task.prompt not in avoid:
             return task
     raise ValueError(f"{what} is too large: {family} has too few distinct prompts left")
@@ -347,14 +348,8 @@ def new_phrasing_tasks(n: int, *, seed: int = 0) -> list[Task]:
     seen: set[str] = set()
     tasks = []
     for family in _balanced(n, FAMILIES, rng):
-        for _ in range(10_000):
-            task = _make_task(family, rng, new_phrasing=True)
-            if task.prompt not in seen:
-                break
-        else:
-            raise ValueError(f"n is too large: {family} has too few distinct prompts")
-        seen.add(task.prompt)
-        tasks.append(task)
+        tasks.append(_draw(family, rng, seen, "n", new_phrasing=True))
+        seen.add(tasks[-1].prompt)
     return tasks
 
 

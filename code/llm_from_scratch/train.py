@@ -54,6 +54,26 @@ class Dataset(Protocol):
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
 
 
+class RowDataset:
+    """A :class:`Dataset` of indexed examples. A subclass gives ``__len__`` and ``_rows(index)``,
+    the batch of the examples at ``index``; this class draws the rows."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _rows(self, rows: torch.Tensor) -> Batch:
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Random examples (with replacement), for training."""
+        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Every example once, in order, for evaluation."""
+        for start in range(0, len(self), batch_size):
+            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
+
+
 def next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """The language-modelling loss: mean cross-entropy of next-token targets, in nats."""
     x, y = batch
