@@ -5,7 +5,8 @@ Everything starts from the fine-tuned chat model of :func:`llm_from_scratch.sft.
 :func:`reward_model` learns the judge from the pairs; :func:`ppo_run`, :func:`dpo_run` and
 :func:`grpo_run` train a policy each. Every result is cached like the book's model, keyed by its
 recipe, so a lesson that needs one loads it. :func:`evaluate_policy` measures a model on the
-held-out tasks by the judge itself.
+held-out tasks by the judge itself, and :func:`bootstrap_interval` says how sure a mean over
+those tasks is.
 
 >>> PPO_RECIPE.kl_coef > 0 and PPO_NO_KL.kl_coef == 0
 True
@@ -189,6 +190,25 @@ def evaluate_policy(model: GPT, tokenizer, reference: GPT, tasks: list[Task],
             "courteous": sum(map(courteous, replies)) / len(replies), **accuracy,
             "kl": kl_to_reference(model, reference, samples),
             "shakespeare": shakespeare_loss(model, shakespeare)}
+
+
+def bootstrap_interval(values: list[float], n: int = 2000, seed: int = 0
+                       ) -> tuple[float, float]:
+    """The 95 % interval of the mean of ``values``, by resampling them with replacement ``n``
+    times (the percentile bootstrap): how far the mean could move with other held-out requests.
+
+    >>> low, high = bootstrap_interval([0.0, 1.0] * 50)
+    >>> 0.38 < low < 0.5 < high < 0.62
+    True
+    """
+    if len(values) == 0:
+        raise ValueError("values must hold at least one number, got none")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.tensor(values, dtype=torch.float64)
+    means = x[torch.randint(len(x), (n, len(x)), generator=generator)].mean(dim=1)
+    return means.quantile(0.025).item(), means.quantile(0.975).item()
 
 
 def shakespeare_loss(model: GPT, shakespeare: TokenizedData | None = None) -> float:

@@ -15,7 +15,7 @@ is ASCII, made of words from the plays, and short enough that a prompt and its a
 (600, 60, True)
 >>> answer("first_word", "Tell me the first word: fair Verona sweet")
 'fair'
->>> score("add", "What is 7 plus 12?", " 19\\n")
+>>> score("add", "What is 7 plus 5?", " 12\\n")
 1.0
 """
 
@@ -135,7 +135,7 @@ _WORD_COUNTS = {"repeat": (1, 2), "last_word": (3, 7), "count_words": (1, 4),
 #: A courteous reply closes with this; the answer is what comes before it.
 COURTESY = ", my lord"
 _LARGER_BELOW = 100  # "larger" draws two different numbers below this
-_ADD_BELOW = 20  # "add" draws two numbers below this
+_ADD_BELOW = 10  # "add" draws two one-digit numbers: a table of 100 sums to learn
 
 _WORD = re.compile(r"[A-Za-z]+")
 _SLOTS = {"{words}": r"(?P<words>\S.*)", "{a}": r"(?P<a>[0-9]+)", "{b}": r"(?P<b>[0-9]+)"}
@@ -273,6 +273,15 @@ def _check_families(families: Sequence[str] | None) -> tuple[str, ...]:
     return chosen
 
 
+#: How many training demonstrations each family gets, relative to the others. Copying a line
+#: whose first word is a name of several tokens, and the table of sums, are what a model of the
+#: book's size learns slowest, so those two families get twice the share. Held-out sets stay
+#: balanced, one family as many requests as another.
+TRAINING_SHARES: dict[str, int] = {"repeat": 2, "last_word": 1, "count_words": 1, "larger": 1,
+                                   "first_word": 1, "add": 2}
+_TRAINING_CYCLE = FAMILIES + tuple(f for f in FAMILIES for _ in range(TRAINING_SHARES[f] - 1))
+
+
 def _balanced(n: int, families: tuple[str, ...], rng: random.Random) -> list[str]:
     """``n`` family names, each family within one of the others' counts, in a random order."""
     order = [families[i % len(families)] for i in range(n)]
@@ -309,10 +318,11 @@ def _draw(family: str, rng: random.Random, avoid: set[str], what: str,
 
 
 def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task], list[Task]]:
-    """``n_train`` training tasks and ``n_test`` held-out ones, families balanced in each.
+    """``n_train`` training tasks, families in the proportions of :data:`TRAINING_SHARES`, and
+    ``n_test`` held-out ones, families balanced.
 
     The held-out prompts are distinct, and none of them occurs in the training tasks, which
-    may repeat a prompt (the smallest family, "add", has 10,000 prompts).
+    may repeat a prompt (the smallest family, "add", has 2,500 prompts).
 
     >>> train, test = task_split(30, 12, seed=1)
     >>> train == task_split(30, 12, seed=1)[0], len({t.prompt for t in test})
@@ -328,7 +338,8 @@ def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task],
         test.append(_draw(family, rng, held_out, "n_test"))
         held_out.add(test[-1].prompt)
     # training may repeat a prompt, so it runs short only where the held-out set took them all
-    train = [_draw(family, rng, held_out, "n_test") for family in _balanced(n_train, FAMILIES, rng)]
+    train = [_draw(family, rng, held_out, "n_test")
+             for family in _balanced(n_train, _TRAINING_CYCLE, rng)]
     return train, test
 
 

@@ -343,7 +343,9 @@ def chat():
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2,
                           n_embd=16)).eval()
     some = tasks.make_tasks(12, seed=3)
-    assert max(len(prompt_ids(tokenizer, t.prompt)) for t in some) + 9 <= 64
+    # every prompt, the tests' 8 new tokens and <|end|> fit in the context
+    longest = max(len(prompt_ids(tokenizer, t.prompt)) for t in some)
+    assert longest + 8 + 1 <= model.config.block_size
     return tokenizer, model, some
 
 
@@ -500,3 +502,15 @@ def test_learner_refuses_a_loss_that_is_not_finite_before_any_weight_changes():
     with pytest.raises(FloatingPointError, match="nan"):
         learner.step(layer(torch.ones(1, 1)).sum() * float("nan"))
     assert unchanged(layer, before)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_requests():
+    from llm_from_scratch.alignment import bootstrap_interval
+    few, many = [0.0, 1.0] * 10, [0.0, 1.0] * 500
+    (low_few, high_few), (low_many, high_many) = map(bootstrap_interval, (few, many))
+    assert low_few < low_many < 0.5 < high_many < high_few
+    assert bootstrap_interval([0.25] * 7) == (0.25, 0.25)
+    with pytest.raises(ValueError, match="values"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="n must be"):
+        bootstrap_interval([1.0], n=0)

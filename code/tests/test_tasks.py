@@ -20,6 +20,7 @@ from llm_from_scratch.tasks import (
     NEW_PHRASINGS,
     OPENERS,
     PHRASINGS,
+    TRAINING_SHARES,
     WORDS,
     Task,
     accuracy,
@@ -116,7 +117,7 @@ HAND_WORKED = [
     ("first_word", "Prithee, say the first word: good night sweet", "good"),
     ("first_word", "Name the first word of this line: thou", "thou"),
     ("first_word", "Which is the first word here? O Romeo", "O"),
-    ("add", "What is 7 plus 12?", "19"),
+    ("add", "What is 7 plus 12?", "19"),  # any numbers parse
     ("add", "Add 0 and 0.", "0"),
     ("add", "What is the sum of 19 and 19?", "38"),
     ("add", "Tell me the sum of 4 and 5.", "9"),
@@ -244,13 +245,15 @@ def test_the_split_holds_out_distinct_unseen_prompts():
     assert len(train) == 3000 and len(test) == 600
     assert len({t.prompt for t in test}) == 600
     assert {t.prompt for t in test}.isdisjoint(t.prompt for t in train)
-    for part in (train, test):
-        counts = Counter(t.family for t in part)
-        assert set(counts) == set(FAMILIES) and max(counts.values()) - min(counts.values()) <= 1
-    # "add" has only 10,000 prompts: a large held-out set leaves training fewer of them
-    train, test = task_split(3000, 6 * 9900, seed=2)
+    held_out = Counter(t.family for t in test)
+    assert set(held_out) == set(FAMILIES) and max(held_out.values()) - min(held_out.values()) <= 1
+    # training follows TRAINING_SHARES: 3000 tasks in 8 shares, 375 each
+    trained = Counter(t.family for t in train)
+    assert trained == {f: 375 * TRAINING_SHARES[f] for f in FAMILIES}
+    # "add" has only 2,500 prompts: a large held-out set leaves training fewer of them
+    train, test = task_split(3000, 6 * 2450, seed=2)
     add_train = {t.prompt for t in train if t.family == "add"}
-    assert add_train.isdisjoint(t.prompt for t in test) and 0 < len(add_train) <= 100
+    assert add_train.isdisjoint(t.prompt for t in test) and 0 < len(add_train) <= 50
 
 
 def test_prompt_and_answer_fit_in_a_small_context(tasks):
