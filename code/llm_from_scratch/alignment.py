@@ -163,8 +163,8 @@ def grpo_prompts() -> list[Task]:
     """GRPO's training requests: :data:`GRPO_FAMILIES` in their new phrasing, none of them one of
     :func:`~llm_from_scratch.sft.new_phrasing_held_out`'s."""
     held_out = {t.prompt for t in new_phrasing_held_out()}
-    return [t for t in new_phrasing_tasks(2000, seed=2)
-            if t.family in GRPO_FAMILIES and t.prompt not in held_out]
+    return [t for t in new_phrasing_tasks(400, seed=2, families=GRPO_FAMILIES)
+            if t.prompt not in held_out]
 
 
 def grpo_run(config: GRPOConfig = GRPO_RECIPE, progress: bool = True) -> PolicyRun:

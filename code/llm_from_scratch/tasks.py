@@ -343,22 +343,28 @@ def task_split(n_train: int, n_test: int, *, seed: int = 0) -> tuple[list[Task],
     return train, test
 
 
-def new_phrasing_tasks(n: int, *, seed: int = 0) -> list[Task]:
-    """``n`` tasks with distinct prompts, each in its family's :data:`NEW_PHRASINGS` entry.
+def new_phrasing_tasks(n: int, *, seed: int = 0, families: Sequence[str] | None = None
+                       ) -> list[Task]:
+    """``n`` tasks with distinct prompts, each in its family's :data:`NEW_PHRASINGS` entry, the
+    families (default: all of :data:`FAMILIES`) balanced.
 
     No training task uses these phrasings, so they measure whether a model follows the words
-    of an instruction it has never seen in that form.
+    of an instruction it has never seen in that form. A family has as many of these prompts as
+    its slots allow ("add": 100), and ValueError says so when ``n`` asks for more.
 
     >>> tasks = new_phrasing_tasks(6, seed=0)
     >>> all(t.prompt.startswith(NEW_PHRASINGS[t.family].split("{")[0]) for t in tasks)
     True
+    >>> {t.family for t in new_phrasing_tasks(3, seed=0, families=["count_words"])}
+    {'count_words'}
     """
     _check_count("n", n)
     _check_seed(seed)
+    chosen = _check_families(families)
     rng = random.Random(seed)
     seen: set[str] = set()
     tasks = []
-    for family in _balanced(n, FAMILIES, rng):
+    for family in _balanced(n, chosen, rng):
         tasks.append(_draw(family, rng, seen, "n", new_phrasing=True))
         seen.add(tasks[-1].prompt)
     return tasks

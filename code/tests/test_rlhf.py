@@ -514,3 +514,13 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_requests():
         bootstrap_interval([])
     with pytest.raises(ValueError, match="n must be"):
         bootstrap_interval([1.0], n=0)
+
+
+def test_grpo_trains_on_its_family_in_the_new_phrasing_and_never_on_a_held_out_request():
+    from llm_from_scratch import alignment, sft
+
+    prompts = alignment.grpo_prompts()
+    assert len(prompts) >= 300
+    assert {t.family for t in prompts} == set(alignment.GRPO_FAMILIES)
+    assert all(t.prompt.startswith(tasks.NEW_PHRASINGS[t.family].split("{")[0]) for t in prompts)
+    assert {t.prompt for t in prompts}.isdisjoint(t.prompt for t in sft.new_phrasing_held_out())

@@ -390,3 +390,14 @@ def test_new_phrasings_are_never_generated_for_training():
     used = {p for t in train + test for p, _ in matching_phrasings(t.prompt)}
     assert used.isdisjoint(NEW_PHRASINGS.values())
     assert len(used) == sum(len(p) - 1 for p in PHRASINGS.values())  # every other one is used
+
+
+def test_new_phrasings_of_chosen_families_and_no_more_prompts_than_a_family_has():
+    counts = new_phrasing_tasks(400, seed=2, families=["count_words"])
+    assert {t.family for t in counts} == {"count_words"} and len({t.prompt for t in counts}) == 400
+    sums = new_phrasing_tasks(100, seed=0, families=["add"])  # every one-digit sum, once
+    assert len({t.prompt for t in sums}) == 100
+    with pytest.raises(ValueError, match="n is too large: add"):
+        new_phrasing_tasks(101, seed=0, families=["add"])
+    with pytest.raises(ValueError, match="families must"):
+        new_phrasing_tasks(3, seed=0, families=["sonnet"])
