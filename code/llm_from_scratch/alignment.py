@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 
 import torch
@@ -41,11 +42,10 @@ from llm_from_scratch.sft import (
     N_TEST,
     N_TRAIN,
     FineTuned,
-    new_phrasing_held_out,
     sft_model,
     task_accuracy,
 )
-from llm_from_scratch.tasks import Task, new_phrasing_tasks, task_split
+from llm_from_scratch.tasks import PHRASINGS, WORDS, Task, answer, task_split
 from llm_from_scratch.train import TrainResult, evaluate
 
 #: Preference data: this many training prompts, ``PAIR_SAMPLES`` replies each at temperature 1.
@@ -60,9 +60,10 @@ DPO_RECIPE = DPOConfig(steps=100, learning_rate=1e-4, beta=0.1)
 #: the recipe Lesson 10 ends with, since plain DPO can lower the chosen replies' likelihood.
 RPO_RECIPE = dataclasses.replace(DPO_RECIPE, nll_coef=1.0)
 GRPO_RECIPE = GRPOConfig(steps=40, learning_rate=1e-4, beta=0.04, temperature=1.0)
-#: GRPO is rewarded on one family, asked in the phrasing fine-tuning never used, where the
-#: fine-tuned model is right about a third of the time: a verifier alone teaches it.
-GRPO_FAMILIES = ("count_words",)
+#: GRPO's target: counting the words of a line of five or six, longer than any line that
+#: fine-tuning counted (at most four words), so the fine-tuned model answers "4". No
+#: demonstration of a longer count exists; a verifier alone teaches it.
+GRPO_FAMILY, GRPO_LINE_WORDS = "count_words", (5, 6)
 
 
 @dataclass
@@ -159,12 +160,31 @@ def dpo_run(config: DPOConfig = DPO_RECIPE, progress: bool = True) -> PolicyRun:
                 lambda: train_dpo(chat.model, pairs, config, progress=progress))
 
 
+def _long_count_tasks(n: int, seed: int, avoid: set[str] | None = None) -> list[Task]:
+    """``n`` distinct :data:`GRPO_FAMILY` requests in training phrasings, each a line of
+    :data:`GRPO_LINE_WORDS` words, none of them in ``avoid``."""
+    rng, seen, out = random.Random(seed), set(avoid or ()), []
+    while len(out) < n:
+        words = " ".join(rng.sample(WORDS, rng.randint(*GRPO_LINE_WORDS)))
+        prompt = rng.choice(PHRASINGS[GRPO_FAMILY][:-1]).format(words=words)
+        if prompt not in seen:
+            seen.add(prompt)
+            out.append(Task(GRPO_FAMILY, prompt, answer(GRPO_FAMILY, prompt)))
+    return out
+
+
+def grpo_held_out() -> list[Task]:
+    """GRPO's target, held out: 100 requests to count the words of a line of five or six.
+
+    >>> sorted({t.answer for t in grpo_held_out()})
+    ['5', '6']
+    """
+    return _long_count_tasks(100, seed=1)
+
+
 def grpo_prompts() -> list[Task]:
-    """GRPO's training requests: :data:`GRPO_FAMILIES` in their new phrasing, none of them one of
-    :func:`~llm_from_scratch.sft.new_phrasing_held_out`'s."""
-    held_out = {t.prompt for t in new_phrasing_held_out()}
-    return [t for t in new_phrasing_tasks(400, seed=2, families=GRPO_FAMILIES)
-            if t.prompt not in held_out]
+    """GRPO's training requests: 400 more like :func:`grpo_held_out`'s, none of them one."""
+    return _long_count_tasks(400, seed=2, avoid={t.prompt for t in grpo_held_out()})
 
 
 def grpo_run(config: GRPOConfig = GRPO_RECIPE, progress: bool = True) -> PolicyRun:
@@ -172,7 +192,7 @@ def grpo_run(config: GRPOConfig = GRPO_RECIPE, progress: bool = True) -> PolicyR
     (cached)."""
     chat = sft_model(progress=progress)
     prompts = grpo_prompts()
-    return _run("grpo", {"grpo": config.to_dict(), "families": GRPO_FAMILIES}, chat,
+    return _run("grpo", {"grpo": config.to_dict(), "target": [GRPO_FAMILY, GRPO_LINE_WORDS]}, chat,
                 lambda: train_grpo(chat.model, chat.tokenizer, prompts, config,
                                    progress=progress))
 

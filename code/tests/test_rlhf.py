@@ -516,11 +516,14 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_requests():
         bootstrap_interval([1.0], n=0)
 
 
-def test_grpo_trains_on_its_family_in_the_new_phrasing_and_never_on_a_held_out_request():
+def test_grpo_trains_on_longer_lines_than_fine_tuning_counted_and_never_on_a_held_out_one():
     from llm_from_scratch import alignment, sft
 
-    prompts = alignment.grpo_prompts()
-    assert len(prompts) >= 300
-    assert {t.family for t in prompts} == set(alignment.GRPO_FAMILIES)
-    assert all(t.prompt.startswith(tasks.NEW_PHRASINGS[t.family].split("{")[0]) for t in prompts)
-    assert {t.prompt for t in prompts}.isdisjoint(t.prompt for t in sft.new_phrasing_held_out())
+    prompts, held_out = alignment.grpo_prompts(), alignment.grpo_held_out()
+    assert (len(prompts), len(held_out)) == (400, 100)
+    assert len({t.prompt for t in prompts + held_out}) == 500
+    longest_trained = max(int(t.answer) for t in sft.held_out_tasks() if t.family == "count_words")
+    for t in prompts + held_out:
+        assert t.family == alignment.GRPO_FAMILY
+        assert int(t.answer) in range(longest_trained + 1, 7)
+        assert tasks.score(t.family, t.prompt, t.answer) == 1.0
