@@ -59,10 +59,38 @@ def _cpu_times(cores: set[int]) -> tuple[float, float]:
     return idle, total
 
 
+def _descendant_times(pid: int) -> float:
+    """CPU jiffies of ``pid``'s living descendants, each with the children it has reaped.
+
+    ``torch.compile`` runs the C++ compiler in worker processes: their work is this run's too.
+    """
+    parents: dict[int, list[tuple[int, float]]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:  # ended while we looked
+            continue
+        # Fields after the command name (which may hold spaces) in parentheses: state, ppid,
+        # ... utime, stime, cutime, cstime are fields 14-17 of the whole line.
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = sum(float(v) for v in fields[11:15])
+        parents.setdefault(int(fields[1]), []).append((int(entry.name), ticks))
+    total, todo = 0.0, [pid]
+    while todo:
+        for child, ticks in parents.get(todo.pop(), []):
+            total += ticks
+            todo.append(child)
+    return total
+
+
 class CoreWatch:
     """Cores that *other* processes leave free, measured between two calls, without waiting.
 
-    This process's own CPU time counts as free: the cores it uses are the ones it could keep.
+    This process's own CPU time counts as free, its child processes' included (the compiler
+    that ``torch.compile`` runs): the cores they use are the ones it could keep.
     """
 
     def __init__(self) -> None:
@@ -71,8 +99,9 @@ class CoreWatch:
 
     def _sample(self) -> tuple[float, float, float]:
         idle, total = _cpu_times(self.cores)
-        own = (os.times().user + os.times().system) * os.sysconf("SC_CLK_TCK")
-        return idle, total, own
+        t = os.times()
+        own = (t.user + t.system + t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
+        return idle, total, own + _descendant_times(os.getpid())
 
     def free(self) -> float | None:
         """Free cores since the last call (``None`` if no time passed)."""

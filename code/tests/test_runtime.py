@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -88,8 +91,10 @@ class FakeClock:
         self.idle = self.total = self.own = 0.0
         monkeypatch.setattr(runtime, "_cpu_times", lambda cores: (self.idle, self.total))
         ticks = runtime.os.sysconf("SC_CLK_TCK")
-        times = lambda: SimpleNamespace(user=self.own / ticks, system=0.0)  # noqa: E731
+        times = lambda: SimpleNamespace(user=self.own / ticks, system=0.0,  # noqa: E731
+                                        children_user=0.0, children_system=0.0)
         monkeypatch.setattr(runtime.os, "times", times)
+        monkeypatch.setattr(runtime, "_descendant_times", lambda pid: 0.0)
         monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
 
     def advance(self, idle: float, own: float, total: float = 200.0) -> None:
@@ -103,6 +108,24 @@ def test_core_watch_counts_this_process_cpu_as_free(monkeypatch):
     assert watch.free() == pytest.approx(1.0)
     clock.advance(idle=100, own=100)  # we use one core, the other is idle
     assert watch.free() == pytest.approx(2.0)
+
+
+def test_child_processes_cpu_counts_as_this_process():
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("no /proc here")
+    # A child that works half a second of CPU, then waits to be counted while still alive.
+    busy = ("import time\nend = time.process_time() + 0.5\n"
+            "while time.process_time() < end: pass\ntime.sleep(60)")
+    before = runtime._descendant_times(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        deadline = time.monotonic() + 30
+        while runtime._descendant_times(os.getpid()) - before < 0.4 * os.sysconf("SC_CLK_TCK"):
+            assert time.monotonic() < deadline, "the child's CPU time was never counted"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_thread_governor_follows_the_load(monkeypatch, restore_threads):
