@@ -34,15 +34,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import COMMON_CPU  # noqa: E402
 from machine import summary_line as machine_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "_build" / "claims"
 PROBE = Path(__file__).resolve().parent / "claims_probe.py"
 
-#: The common-CPU path: float32 training and AVX2 kernels in ATen, oneDNN and MKL.
-COMMON_CPU = {"LLMFS_NO_BF16": "1", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 DEFAULT_CELL_TIMEOUT = 300  # _config.yml's execute.timeout
 TIMEOUT_FACTOR = 4  # the common-CPU path is slower; timeouts here only guard against hangs
 

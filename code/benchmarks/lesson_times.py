@@ -3,6 +3,10 @@
 Usage:
     python code/benchmarks/lesson_times.py BUILD_LOG      # times from a jupyter-book build log
     python code/benchmarks/lesson_times.py [LESSON ...]   # run lessons now, a fresh kernel each
+    python code/benchmarks/lesson_times.py --cold --common-cpu L07 L08   # cold, as on AVX2
+
+``--cold`` gives the run empty caches of trained models and of compiled kernels, as a fresh
+clone has; ``--common-cpu`` runs the kernels on the common-CPU path (float32, AVX2 kernels).
 
 The budgets are the book's promise for a 2-core laptop CPU: about a minute a lesson, more for
 the two that train (Lesson 7 trains the last rows of the loss progression, Lesson 8 the book's
@@ -13,10 +17,17 @@ are several times these budgets.
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import COMMON_CPU  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +66,7 @@ def table(times: dict[str, float], machine: str | None = None) -> str:
     """A Markdown table: lesson, time, budget, and whether it fit; headed by the machine that
     measured the times (``machine``, by default this one: :func:`machine.summary_line`)."""
     if machine is None:
-        from machine import summary_line  # beside this file, like the scripts that import it
+        from machine import summary_line
 
         machine = summary_line()
     rows = [f"Measured on: {machine}", "",
@@ -66,16 +77,42 @@ def table(times: dict[str, float], machine: str | None = None) -> str:
     return "\n".join(rows)
 
 
-def main(args: list[str]) -> int:
-    if len(args) == 1 and not args[0].endswith(".md") and Path(args[0]).is_file():
-        times = times_from_log(Path(args[0]).read_text(errors="replace"))
+def resolve(name: str) -> list[Path]:
+    """The lessons ``name`` means: a path, a stem, or a prefix (``L08``; ``L10``: its parts)."""
+    if Path(name).is_file():
+        return [Path(name)]
+    matches = sorted((REPO / "lessons").glob(f"{Path(name).stem}*.md"))
+    if not matches:
+        raise SystemExit(f"lesson_times.py: no lesson matches {name!r}")
+    return matches
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lessons", nargs="*", help="a build log, or lessons (default: all)")
+    parser.add_argument("--cold", action="store_true",
+                        help="empty caches of trained models and compiled kernels")
+    parser.add_argument("--common-cpu", action="store_true",
+                        help="run on the common-CPU path: float32, AVX2 kernels")
+    args = parser.parse_args(argv)
+    if args.common_cpu:  # the kernels inherit the environment; they start after this
+        os.environ.update(COMMON_CPU)
+    if args.cold:
+        cold = tempfile.mkdtemp(prefix="lesson-times-")
+        os.environ.update(LLMFS_CACHE_DIR=f"{cold}/cache",
+                          TORCHINDUCTOR_CACHE_DIR=f"{cold}/kernels")
+    names = args.lessons
+    if len(names) == 1 and not names[0].endswith(".md") and Path(names[0]).is_file():
+        times = times_from_log(Path(names[0]).read_text(errors="replace"))
     else:
-        lessons = [Path(a) for a in args] or sorted((REPO / "lessons").glob("L*.md"))
+        lessons = [p for n in names for p in resolve(n)] or sorted((REPO / "lessons").glob("L*.md"))
         times = {}
         for lesson in lessons:
             times[lesson.stem] = execute(lesson)
             print(f"{lesson.stem}: {times[lesson.stem]:.1f} s", flush=True)
     print(table(times))
+    if args.cold:
+        shutil.rmtree(cold, ignore_errors=True)
     return 0
 
 

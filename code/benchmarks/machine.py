@@ -24,9 +24,12 @@ from pathlib import Path
 #: /proc/cpuinfo flag -> name, for the extensions that decide PyTorch's CPU kernels and dtype.
 EXTENSIONS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_bf16": "AVX-512 BF16",
               "avx512_vnni": "AVX-512 VNNI", "amx_tile": "AMX", "amx_bf16": "AMX BF16"}
-#: The switches that put a fast CPU on the common path (book/setup.md), and the seed offset.
-COMMON_CPU_ENV = ("LLMFS_NO_BF16", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                  "MKL_ENABLE_INSTRUCTIONS", "LLMFS_SEED_OFFSET")
+#: The common-CPU path (book/setup.md): float32 training and AVX2 kernels in ATen, oneDNN and
+#: MKL, as on GitHub's runners and most laptops.
+COMMON_CPU = {"LLMFS_NO_BF16": "1", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+#: The switches that put a fast CPU on the common path, and the seed offset.
+COMMON_CPU_ENV = (*COMMON_CPU, "LLMFS_SEED_OFFSET")
 
 
 def parse_cpuinfo(text: str) -> tuple[str, list[str]]:
