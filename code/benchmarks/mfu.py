@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from llm_from_scratch.flops import flops_per_token
+from llm_from_scratch.flops import flops_per_token, matmul_rate
 from llm_from_scratch.model import GPT, GPTConfig
+from llm_from_scratch.presets import PRESETS
 from llm_from_scratch.runtime import resolve_dtype
 from llm_from_scratch.train import TrainConfig, next_token_loss, train
 
@@ -44,21 +45,7 @@ from machine import COMMON_CPU, summary_line  # noqa: E402
 # ----------------------------------------------------------------------------- the peak
 
 
-def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.5) -> float:
-    """FLOP/s of an ``(m, k) @ (k, n)`` product in ``dtype``, the best of three timings."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=g).to(dtype)
-    b = torch.randn(k, n, generator=g).to(dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        count, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds / 3:
-            a @ b
-            count += 1
-        best = max(best, 2 * m * k * n * count / elapsed)
-    return best
+SECONDS_PER_SHAPE = 0.5
 
 
 def model_shapes(config: GPTConfig, rows: int) -> dict[str, tuple[int, int, int]]:
@@ -70,8 +57,9 @@ def model_shapes(config: GPTConfig, rows: int) -> dict[str, tuple[int, int, int]
 
 def peak(dtype: torch.dtype, shapes: dict[str, tuple[int, int, int]]) -> tuple[float, dict]:
     """The best rate over a 1024-square product and ``shapes``: (FLOP/s, rate per shape)."""
-    rates = {"1024²": matmul_rate(1024, 1024, 1024, dtype)}
-    rates |= {name: matmul_rate(*shape, dtype) for name, shape in shapes.items()}
+    rates = {"1024²": matmul_rate(1024, 1024, 1024, SECONDS_PER_SHAPE, dtype=dtype)}
+    rates |= {name: matmul_rate(*shape, SECONDS_PER_SHAPE, dtype=dtype)
+              for name, shape in shapes.items()}
     return max(rates.values()), rates
 
 
@@ -102,8 +90,6 @@ def _lm_run(name: str, page: str, config: GPTConfig, recipe: TrainConfig, data) 
 
 
 def book_run() -> Run:
-    from llm_from_scratch.presets import PRESETS
-
     p = PRESETS["book"]
     return _lm_run("book model", "L08", p.model, p.train, p.data())
 
@@ -122,19 +108,13 @@ def sft_run() -> Run:
     chat tasks, with the pretraining rows mixed in, as :func:`~llm_from_scratch.sft.fine_tune`."""
     from llm_from_scratch import sft
     from llm_from_scratch.chat_template import add_chat_tokens
-    from llm_from_scratch.presets import PRESETS
-    from llm_from_scratch.tasks import task_split
 
     p = PRESETS["book"]
     data = p.data()
     tokenizer = add_chat_tokens(data.tokenizer)
     config = dataclasses.replace(p.model, vocab_size=tokenizer.vocab_size)
     recipe = sft.SFT_RECIPE
-    train_tasks, test_tasks = task_split(sft.N_TRAIN, sft.N_TEST, seed=0)
-    chats = sft.chat_dataset(tokenizer, train_tasks, recipe.block_size,
-                             courtesy_share=sft.COURTESY_SHARE, seed=recipe.seed)
-    mixed = sft.MixedDataset(chats, data.train_ids, rows=sft.TEXT_ROWS,
-                             block_size=recipe.block_size)
+    mixed, held_out = sft.sft_datasets(tokenizer, data.tokenizer, recipe)
 
     def flops_per_step(samples: int = 50) -> float:
         g = torch.Generator().manual_seed(0)
@@ -146,8 +126,7 @@ def sft_run() -> Run:
         return total / samples
 
     torch.manual_seed(recipe.seed)
-    val = sft.chat_dataset(tokenizer, test_tasks, recipe.block_size)
-    return Run("SFT", "L10_1", GPT(config), config, mixed, val, recipe, flops_per_step,
+    return Run("SFT", "L10_1", GPT(config), config, mixed, held_out, recipe, flops_per_step,
                sft.mixed_loss(sft.TEXT_WEIGHT))
 
 
@@ -211,7 +190,7 @@ def measure(run: Run, steps: int) -> Measured:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", choices=[[], *RUNS], default=[],
+    parser.add_argument("runs", nargs="*", metavar="RUN",
                         help=f"runs to measure (default: all of {', '.join(RUNS)})")
     parser.add_argument("--steps", type=int, default=30, help="steady steps timed per run")
     parser.add_argument("--common-cpu", action="store_true",
@@ -219,14 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error(f"--steps must be at least 2, got {args.steps}")
+    unknown = [name for name in args.runs if name not in RUNS]
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; runs are {', '.join(RUNS)}")
     if args.common_cpu and not os.environ.get("LLMFS_NO_BF16"):
         env = os.environ | COMMON_CPU
         argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--common-cpu"]
         return subprocess.call([sys.executable, __file__, *argv], env=env)
 
     print(f"Measured on: {summary_line()}")
-    book = RUNS["book"]().config
-    shapes = model_shapes(book, PRESETS_ROWS)
+    book = PRESETS["book"]
+    rows = book.train.tokens_per_step
+    shapes = model_shapes(book.model, rows)
     dtypes = [torch.float32]
     if resolve_dtype("auto", "cpu") == "bfloat16":
         dtypes.append(torch.bfloat16)
@@ -234,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in dtypes:
         peaks[str(dtype).removeprefix("torch.")], rates = peak(dtype, shapes)
         shown = ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in rates.items())
-        print(f"{dtype} matmul GFLOP/s on the book model's shapes ({PRESETS_ROWS} tokens): "
+        print(f"{dtype} matmul GFLOP/s on the book model's shapes ({rows} tokens): "
               f"{shown}; peak {max(rates.values()) / 1e9:.0f}")
     print()
     print("| run | page | dtype | threads | ms/step | GFLOP/step | GFLOP/s | MFU | "
@@ -249,9 +232,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{m.recipe_seconds():.0f} |", flush=True)
     return 0
 
-
-#: Tokens in one batch of the book model (16 windows of 128): the rows of its multiplies.
-PRESETS_ROWS = 16 * 128
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,17 +59,14 @@ def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: boo
     return 3 * forward if training else forward
 
 
-def matmul_peak_flops(
-    size: int = 1024, seconds: float = 1.0, device: str = "cpu", dtype: torch.dtype = torch.float32
+def matmul_rate(
+    m: int, k: int, n: int, seconds: float = 1.0, device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Measured FLOP/s of a square ``size × size`` matrix multiply: a practical peak.
-
-    The data sheet peak of a CPU is rarely reachable; a large matmul is the fastest thing it
-    really does, so model FLOP utilisation (MFU) is reported against this number.
-    """
+    """Measured FLOP/s of an ``(m, k) @ (k, n)`` matrix multiply, over about ``seconds``."""
     g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, generator=g, device=device, dtype=dtype)
-    b = torch.randn(size, size, generator=g, device=device, dtype=dtype)
+    a = torch.randn(m, k, generator=g, device=device, dtype=dtype)
+    b = torch.randn(k, n, generator=g, device=device, dtype=dtype)
     for _ in range(3):  # warm up caches and thread pools
         a @ b
     count, start = 0, time.perf_counter()
@@ -80,7 +77,18 @@ def matmul_peak_flops(
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
-            return 2 * size**3 * count / elapsed
+            return 2 * m * k * n * count / elapsed
+
+
+def matmul_peak_flops(
+    size: int = 1024, seconds: float = 1.0, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Measured FLOP/s of a square ``size × size`` matrix multiply: a practical peak.
+
+    The data sheet peak of a CPU is rarely reachable; a large matmul is the fastest thing it
+    really does, so model FLOP utilisation (MFU) is reported against this number.
+    """
+    return matmul_rate(size, size, size, seconds, device, dtype)
 
 
 def mfu(tokens_per_second: float, config: GPTConfig, peak_flops: float) -> float:

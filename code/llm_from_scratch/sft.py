@@ -153,6 +153,19 @@ def mixed_loss(text_weight: float) -> Callable[[torch.nn.Module, tuple], torch.T
     return loss_fn
 
 
+def sft_datasets(tokenizer: BPETokenizer, base_tokenizer: BPETokenizer,
+                 config: TrainConfig = SFT_RECIPE, n_train: int = N_TRAIN
+                 ) -> tuple[MixedDataset, ChatDataset]:
+    """What fine-tuning trains on (``n_train`` conversations with pretraining rows beside
+    them) and what it is evaluated on (the held-out conversations alone)."""
+    train_tasks, test_tasks = task_split(n_train, N_TEST, seed=0)
+    chats = chat_dataset(tokenizer, train_tasks, config.block_size,
+                         courtesy_share=COURTESY_SHARE, seed=config.seed)
+    mixed = MixedDataset(chats, pretraining_ids(base_tokenizer), rows=TEXT_ROWS,
+                         block_size=config.block_size)
+    return mixed, chat_dataset(tokenizer, test_tasks, config.block_size)
+
+
 def fine_tune(
     base: TrainedModel,
     config: TrainConfig = SFT_RECIPE,
@@ -175,15 +188,9 @@ def fine_tune(
         new_rows = tokenizer.vocab_size - base.tokenizer.vocab_size
         trainable = count_trainable(model) + new_rows * model.config.n_embd
         unfreeze = _train_new_rows(model, new_rows)
-    train_tasks, test_tasks = task_split(n_train, N_TEST, seed=0)
-    chats = chat_dataset(tokenizer, train_tasks, config.block_size,
-                         courtesy_share=COURTESY_SHARE, seed=config.seed)
-    mixed = MixedDataset(chats, pretraining_ids(base.tokenizer), rows=TEXT_ROWS,
-                         block_size=config.block_size)
+    mixed, held_out = sft_datasets(tokenizer, base.tokenizer, config, n_train)
     result = train(
-        model, mixed,
-        chat_dataset(tokenizer, test_tasks, config.block_size), config,
-        loss_fn=mixed_loss(TEXT_WEIGHT), progress=progress,
+        model, mixed, held_out, config, loss_fn=mixed_loss(TEXT_WEIGHT), progress=progress,
         description="sft" if lora_rank is None else f"sft-lora-{lora_rank}",
     )
     if lora_rank is not None:

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from llm_from_scratch.flops import (
     flops_per_token,
     matmul_peak_flops,
+    matmul_rate,
     matmul_weights,
     mfu,
     parameter_count,
@@ -65,6 +66,11 @@ def test_flops_per_token_matches_pytorchs_flop_counter():
 def test_mfu_is_model_flops_over_the_peak():
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
     assert mfu(1000.0, config, 1e9) == pytest.approx(1000 * flops_per_token(config) / 1e9)
+
+
+def test_matmul_rate_is_flops_per_second():
+    rate = matmul_rate(64, 32, 16, seconds=0.05, dtype=torch.float32)
+    assert 1e6 < rate < 1e15
 
 
 def test_matmul_peak_flops_measures_a_rate():
