@@ -53,7 +53,7 @@ SFT_RECIPE = TrainConfig(
     seed=1337, dtype="auto",
 )
 #: Each step also trains on ``TEXT_ROWS`` windows of Tiny Shakespeare, at ``TEXT_WEIGHT``.
-TEXT_ROWS, TEXT_WEIGHT = 4, 0.5
+TEXT_ROWS, TEXT_WEIGHT = 2, 0.5
 #: The share of demonstrations that close with the courtesy ", my lord".
 COURTESY_SHARE = 0.2
 #: LoRA's recipe: its updates pass through two small matrices, one starting at zero, so it
