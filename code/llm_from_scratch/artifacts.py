@@ -170,6 +170,13 @@ def cached(name: str, spec: dict, compute: Callable[[], tuple[dict, dict | None]
     return Artifact(info, state, path, from_cache=False)
 
 
+def stored(name: str, spec: dict, module: str) -> bool:
+    """Whether the cache holds ``(name, spec)`` as :func:`cached` computes it with the code of
+    ``module`` (the module that defines ``compute``), without loading it."""
+    path = cache_root() / artifact_key(name, spec, module_fingerprint(module))
+    return (path / "info.json").is_file()
+
+
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the key of ``path`` (a lock file beside it) while in the block.

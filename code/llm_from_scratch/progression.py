@@ -25,7 +25,7 @@ from llm_from_scratch.baselines import LSTMConfig, MLPConfig
 from llm_from_scratch.model import GPTConfig
 from llm_from_scratch.presets import PRESETS
 from llm_from_scratch.train import TrainConfig
-from llm_from_scratch.trained import ModelConfig, TrainedModel, train_cached
+from llm_from_scratch.trained import ModelConfig, TrainedModel, TrainJob, train_cached_all
 
 #: How every row is trained. CPU-sized: a few seconds per row on a 2-core laptop. One thread:
 #: these models are too small to gain much from more, and a fixed count makes every row's loss
@@ -132,18 +132,33 @@ def row(key: str) -> Row:
     raise KeyError(f"no progression row {key!r}; rows are {[r.key for r in ROWS]}")
 
 
+def row_job(key: str) -> TrainJob:
+    """The training run of row ``key``, for :func:`llm_from_scratch.trained.train_cached_all`."""
+    r = row(key)
+    return TrainJob(r.key, r.config, r.train or PROGRESSION_TRAIN)
+
+
 def progression_row(key: str, progress: bool = True) -> TrainedModel:
     """Train (or load) the row ``key`` of the loss progression."""
-    r = row(key)
-    return train_cached(r.key, r.config, r.train or PROGRESSION_TRAIN,
-                        progress=progress)
+    return row_job(key).run(progress)
+
+
+def progression_rows(keys: list[str], progress: bool = True) -> dict[str, TrainedModel]:
+    """Train (or load) the rows ``keys``; the missing rows train side by side, one per free core.
+
+    Each row trains on one thread, so its result is the same either way (see
+    :func:`llm_from_scratch.trained.train_cached_all`).
+    """
+    runs = train_cached_all([row_job(key) for key in keys], progress=progress)
+    return dict(zip(keys, runs, strict=True))
 
 
 def progression_table(keys: list[str] | None = None, progress: bool = True) -> list[dict]:
     """Rows ``keys`` (default: all) as dicts: label, lesson, parameters, losses, anchor, time."""
     table = []
-    for key in keys or [r.key for r in ROWS]:
-        r, exp = row(key), progression_row(key, progress=progress)
+    keys = keys or [r.key for r in ROWS]
+    for key, exp in progression_rows(keys, progress=progress).items():
+        r = row(key)
         table.append(
             {
                 "key": r.key,

@@ -128,21 +128,28 @@ def threads_for(free: float, cores: int) -> int:
     return max(1, min(cores, int(free + 0.3)))
 
 
+def usable_cores() -> int | None:
+    """The cores this process may use now: ``$LLMFS_THREADS`` (or ``$OMP_NUM_THREADS``) when set,
+    else those other processes leave free (``None``: unknown, not Linux)."""
+    fixed = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
+    if fixed:
+        return int(fixed)
+    free = free_cores()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if free is None or cores is None:
+        return None
+    return threads_for(free, cores)
+
+
 def use_free_cores() -> int:
     """Set PyTorch's CPU threads to the number of free cores; returns the number chosen.
 
     ``$LLMFS_THREADS`` (or ``$OMP_NUM_THREADS``) fixes the number instead. Called when the
     package is imported; during training, :class:`ThreadGovernor` follows the load as it changes.
     """
-    fixed = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
-    if fixed:
-        threads = int(fixed)
-    else:
-        free = free_cores()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        if free is None or cores is None:
-            return torch.get_num_threads()
-        threads = threads_for(free, cores)
+    threads = usable_cores()
+    if threads is None:
+        return torch.get_num_threads()
     torch.set_num_threads(threads)
     return threads
 

@@ -6,7 +6,8 @@ miss and otherwise loads the weights *and the tokenizer* from disk
 precision the hardware resolved, the tokenizer, the data's hash and the package's source, so a
 change to any of them retrains instead of serving a stale model. The loss progression
 (:mod:`llm_from_scratch.progression`) and the book's model (:func:`book_model`, trained in
-Lesson 8 and used by Lessons 9 and 10) both go through it.
+Lesson 8 and used by Lessons 9 and 10) both go through it. :func:`train_cached_all` trains
+several at once: the one-thread runs that are missing train side by side, one per free core.
 
 >>> from llm_from_scratch.model import GPTConfig
 >>> from llm_from_scratch.train import TrainConfig
@@ -19,20 +20,23 @@ Lesson 8 and used by Lessons 9 and 10) both go through it.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from llm_from_scratch.artifacts import cached
+from llm_from_scratch.artifacts import cached, stored
 from llm_from_scratch.baselines import LSTMConfig, LSTMLanguageModel, MLPConfig, MLPLanguageModel
 from llm_from_scratch.data import TINY_SHAKESPEARE_SHA256, shakespeare_tokens
 from llm_from_scratch.model import GPT, BigramLanguageModel, GPTConfig, LanguageModel
 from llm_from_scratch.presets import PRESETS
-from llm_from_scratch.runtime import resolve_dtype
+from llm_from_scratch.runtime import resolve_dtype, usable_cores
 from llm_from_scratch.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
-from llm_from_scratch.train import TrainConfig, TrainResult, train
+from llm_from_scratch.train import TrainConfig, TrainResult, check_number, train
 
 
 @dataclass
@@ -61,6 +65,25 @@ def build_model(config: ModelConfig | None, vocab_size: int, seed: int) -> Langu
     return MODELS[type(config)](dataclasses.replace(config, vocab_size=vocab_size))
 
 
+def _spec(config: ModelConfig | None, train_config: TrainConfig, tokenizer: str,
+          vocab_size: int) -> dict:
+    """What a trained model's cache key holds (see :func:`train_cached`)."""
+    context = getattr(config, "block_size", None)  # the MLP and the LSTM take any length
+    if context is not None and context < train_config.block_size:
+        raise ValueError(
+            f"the model's block_size={context} is shorter than the training windows "
+            f"(block_size={train_config.block_size})"
+        )
+    return {
+        "model": None if config is None else config.to_dict(),
+        "train": train_config.to_dict(),
+        # "auto" trains in bfloat16 on some machines and float32 on others: not one result.
+        "dtype": resolve_dtype(train_config.dtype, train_config.device),
+        "tokenizer": [tokenizer, vocab_size if tokenizer == "bpe" else None],
+        "data": TINY_SHAKESPEARE_SHA256,
+    }
+
+
 def train_cached(
     name: str,
     config: ModelConfig | None,
@@ -73,20 +96,7 @@ def train_cached(
 
     The model's vocabulary is the tokenizer's; ``vocab_size`` sizes a BPE tokenizer.
     """
-    context = getattr(config, "block_size", None)  # the MLP and the LSTM take any length
-    if context is not None and context < train_config.block_size:
-        raise ValueError(
-            f"the model's block_size={context} is shorter than the training windows "
-            f"(block_size={train_config.block_size})"
-        )
-    spec = {
-        "model": None if config is None else config.to_dict(),
-        "train": train_config.to_dict(),
-        # "auto" trains in bfloat16 on some machines and float32 on others: not one result.
-        "dtype": resolve_dtype(train_config.dtype, train_config.device),
-        "tokenizer": [tokenizer, vocab_size if tokenizer == "bpe" else None],
-        "data": TINY_SHAKESPEARE_SHA256,
-    }
+    spec = _spec(config, train_config, tokenizer, vocab_size)
 
     def compute() -> tuple[dict, dict]:
         data = shakespeare_tokens(tokenizer, vocab_size)
@@ -104,6 +114,64 @@ def train_cached(
     model.eval()
     return TrainedModel(name, model, tok, TrainResult(**artifact.info["result"]),
                         artifact.info["val_loss_per_char"], artifact.from_cache)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """The arguments of one :func:`train_cached` call, for :func:`train_cached_all`."""
+
+    name: str
+    config: ModelConfig | None
+    train_config: TrainConfig
+    tokenizer: str = "char"
+    vocab_size: int = 1024
+
+    def run(self, progress: bool = True) -> TrainedModel:
+        """:func:`train_cached` with these arguments."""
+        return train_cached(self.name, self.config, self.train_config, self.tokenizer,
+                            self.vocab_size, progress)
+
+
+def train_cached_all(jobs: Sequence[TrainJob], progress: bool = True,
+                     workers: int | None = None) -> list[TrainedModel]:
+    """:func:`train_cached` for every job, the missing one-thread jobs side by side.
+
+    A run fixed to one CPU thread (``threads=1``, as every progression row) computes the same
+    bits in any process. So the missing ones train at once, each in a worker process of its
+    own, ``workers`` of them (default: one per core other programs leave free); then every job
+    loads from the cache. On a busy machine that is one worker: one run after another, as
+    :func:`train_cached` alone would. Runs without a fixed thread count use every free core
+    themselves and train here, one after another.
+
+    >>> small = GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=16)
+    >>> quick = TrainConfig(max_steps=5, eval_interval=5, threads=1)
+    >>> runs = train_cached_all([TrainJob("doctest-a", small, quick),
+    ...                          TrainJob("doctest-b", small, dataclasses.replace(quick, seed=2))],
+    ...                         progress=False)
+    >>> [run.result.steps for run in runs]
+    [5, 5]
+    """
+    missing = [job for job in jobs
+               if job.train_config.threads == 1 and job.train_config.device == "cpu"
+               and not stored(job.name, _spec(job.config, job.train_config, job.tokenizer,
+                                              job.vocab_size), __name__)]
+    if workers is None:
+        workers = usable_cores() or 1
+    check_number("workers", workers, 0, low_open=True, integer=True)
+    workers = min(workers, len(missing))
+    if workers > 1:
+        # spawn, not fork: a forked copy of a process that has run PyTorch's threads can hang.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            done = pool.imap_unordered(_train_quietly, missing)
+            for _ in tqdm(done, total=len(missing), disable=not progress,
+                          desc=f"{len(missing)} runs, {workers} at a time"):
+                pass
+    return [job.run(progress) for job in jobs]
+
+
+def _train_quietly(job: TrainJob) -> None:
+    """A worker's task: train ``job`` into the cache, without a progress bar of its own."""
+    job.run(progress=False)
 
 
 def book_model(progress: bool = True, preset: str = "book") -> TrainedModel:

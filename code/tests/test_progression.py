@@ -18,7 +18,7 @@ from llm_from_scratch.progression import (
     row,
 )
 from llm_from_scratch.train import TrainConfig
-from llm_from_scratch.trained import MODELS, build_model, train_cached
+from llm_from_scratch.trained import MODELS, build_model, train_cached_all
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -119,12 +119,12 @@ def test_progression_table_uses_the_shared_training_config(tmp_path, monkeypatch
     monkeypatch.setattr(progression, "PROGRESSION_TRAIN", QUICK)
     runs = []
 
-    def spy(name, config, train_config, **kwargs):
-        runs.append(train_cached(name, config, train_config, **kwargs))
-        assert config is None and train_config == QUICK
-        return runs[-1]
+    def spy(jobs, **kwargs):
+        runs.extend(train_cached_all(jobs, **kwargs))
+        assert [(job.config, job.train_config) for job in jobs] == [(None, QUICK)]
+        return runs[-len(jobs):]
 
-    monkeypatch.setattr(progression, "train_cached", spy)
+    monkeypatch.setattr(progression, "train_cached_all", spy)
     table = progression_table(["bigram"], progress=False)
     assert len(table) == 1 and len(runs) == 1
     entry = table[0]

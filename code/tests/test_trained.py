@@ -124,3 +124,46 @@ def test_book_model_trains_once_then_loads(cache_dir, monkeypatch):
     assert evaluate(second.model, data.val_ids, 16) == pytest.approx(
         first.result.val_loss, rel=1e-6
     )
+
+
+ONE_THREAD = dataclasses.replace(QUICK, max_steps=20, eval_interval=10, threads=1)
+
+
+def test_train_cached_all_in_worker_processes_matches_one_process(cache_dir, tmp_path,
+                                                                  monkeypatch):
+    config = row("multi_head").config
+    jobs = [trained.TrainJob("par-a", config, ONE_THREAD),
+            trained.TrainJob("par-b", config, dataclasses.replace(ONE_THREAD, seed=7))]
+    parallel = trained.train_cached_all(jobs, progress=False, workers=2)
+    assert all(run.from_cache for run in parallel)  # trained by the workers, loaded here
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "elsewhere"))
+    for job, run in zip(jobs, parallel, strict=True):
+        alone = train_cached(job.name, job.config, job.train_config, progress=False)
+        assert not alone.from_cache
+        assert same_state(run.model.state_dict(), alone.model.state_dict())
+        losses = [[h["train_loss"], h["val_loss"]] for h in run.result.history]
+        assert losses == [[h["train_loss"], h["val_loss"]] for h in alone.result.history]
+    assert not same_state(parallel[0].model.state_dict(), parallel[1].model.state_dict())
+
+
+def test_train_cached_all_starts_no_worker_for_what_is_cached_or_uses_all_cores(cache_dir,
+                                                                                monkeypatch):
+    config = row("multi_head").config
+    cached_job = trained.TrainJob("par-cached", config, ONE_THREAD)
+    cached_job.run(progress=False)
+    free_threads = trained.TrainJob("par-free", config, QUICK)  # no fixed thread count
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("started worker processes")
+
+    monkeypatch.setattr(trained.multiprocessing, "get_context", no_pool)
+    runs = trained.train_cached_all([cached_job, free_threads], progress=False, workers=2)
+    assert [run.from_cache for run in runs] == [True, False]
+    assert runs[1].result.steps == QUICK.max_steps
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_train_cached_all_rejects_a_nonsense_worker_count(cache_dir, workers):
+    job = trained.TrainJob("par-bad", row("multi_head").config, ONE_THREAD)
+    with pytest.raises(ValueError, match="workers must be"):
+        trained.train_cached_all([job], progress=False, workers=workers)
