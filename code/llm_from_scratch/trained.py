@@ -20,8 +20,12 @@ several at once: the one-thread runs that are missing train side by side, one pe
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,17 +164,63 @@ def train_cached_all(jobs: Sequence[TrainJob], progress: bool = True,
     check_number("workers", workers, 0, low_open=True, integer=True)
     workers = min(workers, len(missing))
     if workers > 1:
-        # spawn, not fork: a forked copy of a process that has run PyTorch's threads can hang.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            done = pool.imap_unordered(_train_quietly, missing)
-            for _ in tqdm(done, total=len(missing), disable=not progress,
-                          desc=f"{len(missing)} runs, {workers} at a time"):
-                pass
+        _train_in_workers(missing, workers, progress)
     return [job.run(progress) for job in jobs]
 
 
-def _train_quietly(job: TrainJob) -> None:
-    """A worker's task: train ``job`` into the cache, without a progress bar of its own."""
+#: What a worker process of :func:`train_cached_all` runs.
+WORKER = "from llm_from_scratch.trained import _worker; _worker()"
+
+
+def _train_in_workers(jobs: list[TrainJob], workers: int, progress: bool) -> None:
+    """Train ``jobs`` into the cache, each in a fresh Python process, ``workers`` at a time.
+
+    A fresh interpreter that imports only this package, not :mod:`multiprocessing`'s workers:
+    those import the caller's ``__main__`` again, and a script that trains at its top level would
+    then start workers of its own. Ctrl-C, or any failure, stops every worker after its current
+    step; a worker stores its model only once it has trained every step.
+    """
+    env = dict(os.environ)  # the same package as here, wherever this process found it
+    package_dir = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_dir, env.get("PYTHONPATH")]))
+    pending, running = list(jobs), {}
+    bar = tqdm(total=len(jobs), disable=not progress,
+               desc=f"{len(jobs)} runs, {workers} at a time")
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                job = pending.pop(0)
+                log = tempfile.TemporaryFile()
+                proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
+                                        stdout=log, stderr=log, env=env)
+                try:
+                    proc.stdin.write(pickle.dumps(job))
+                    proc.stdin.close()
+                except BrokenPipeError:  # it exited already: its status below says why
+                    pass
+                running[proc] = (job, log)
+            time.sleep(0.1)
+            for proc in [p for p in running if p.poll() is not None]:
+                job, log = running.pop(proc)
+                if proc.returncode != 0:
+                    log.seek(0)
+                    tail = log.read()[-3000:].decode(errors="replace")
+                    raise RuntimeError(f"training {job.name!r} in a worker process failed "
+                                       f"(exit status {proc.returncode}):\n{tail}")
+                log.close()
+                bar.update()
+    finally:
+        bar.close()
+        for proc in running:
+            proc.terminate()  # SIGTERM: the worker stops after its current step, storing nothing
+        for proc, (_, log) in running.items():
+            proc.wait()
+            log.close()
+
+
+def _worker() -> None:
+    """A worker process of :func:`train_cached_all`: train the job read from stdin."""
+    job = pickle.load(sys.stdin.buffer)
     job.run(progress=False)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -153,10 +155,10 @@ def test_train_cached_all_starts_no_worker_for_what_is_cached_or_uses_all_cores(
     cached_job.run(progress=False)
     free_threads = trained.TrainJob("par-free", config, QUICK)  # no fixed thread count
 
-    def no_pool(*args, **kwargs):
+    def no_workers(*args, **kwargs):
         raise AssertionError("started worker processes")
 
-    monkeypatch.setattr(trained.multiprocessing, "get_context", no_pool)
+    monkeypatch.setattr(trained, "_train_in_workers", no_workers)
     runs = trained.train_cached_all([cached_job, free_threads], progress=False, workers=2)
     assert [run.from_cache for run in runs] == [True, False]
     assert runs[1].result.steps == QUICK.max_steps
@@ -167,3 +169,34 @@ def test_train_cached_all_rejects_a_nonsense_worker_count(cache_dir, workers):
     job = trained.TrainJob("par-bad", row("multi_head").config, ONE_THREAD)
     with pytest.raises(ValueError, match="workers must be"):
         trained.train_cached_all([job], progress=False, workers=workers)
+
+
+def test_a_failing_worker_is_a_clear_error_naming_its_run(cache_dir, monkeypatch):
+    monkeypatch.setattr(trained.sys, "executable", "/bin/false")  # every worker exits with 1
+    jobs = [trained.TrainJob(f"par-fail-{seed}", row("multi_head").config,
+                             dataclasses.replace(ONE_THREAD, seed=seed)) for seed in (1, 2)]
+    with pytest.raises(RuntimeError, match=r"training 'par-fail-\d' in a worker process failed"):
+        trained.train_cached_all(jobs, progress=False, workers=2)
+    assert not list(cache_dir.glob("par-fail-*/info.json"))  # nothing half-trained was stored
+
+
+def test_a_script_that_trains_at_its_top_level_starts_no_workers_of_its_own(cache_dir, tmp_path):
+    # Workers that import the caller's __main__ again (multiprocessing's spawn) would run this
+    # script's training once more in each of them.
+    script = tmp_path / "train_two.py"
+    script.write_text(
+        "import dataclasses\n"
+        "from llm_from_scratch.progression import row\n"
+        "from llm_from_scratch.train import TrainConfig\n"
+        "from llm_from_scratch.trained import TrainJob, train_cached_all\n"
+        "quick = TrainConfig(block_size=8, batch_size=8, max_steps=5, eval_interval=5,\n"
+        "                    eval_batches=2, threads=1)\n"
+        "runs = train_cached_all([TrainJob(f'script-{s}', row('multi_head').config,\n"
+        "                                  dataclasses.replace(quick, seed=s)) for s in (1, 2)],\n"
+        "                        progress=False, workers=2)\n"
+        "print('trained', len(runs))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained") == 1
